@@ -1,0 +1,1 @@
+"""fastgrad: fast reverse-mode automatic differentiation with DeZero's API."""

@@ -1,0 +1,1 @@
+"""Compiled elementwise kernels (placeholder until the kernels land)."""

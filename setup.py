@@ -1,0 +1,36 @@
+"""Build the compiled parts of fastgrad.
+
+`pip install .` compiles both extensions; a failed compile fails the install
+(there is deliberately no pure-Python fallback install).  Set
+FASTGRAD_DEBUG_BUILD=1 to compile with Cython's bounds and wraparound checks on
+(and C assertions kept) for the debug test run in .ci/run.
+"""
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTGRAD_DEBUG_BUILD", "0") not in ("", "0")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,  # IEEE results (inf, nan) for float division, as NumPy gives
+    "embedsignature": True,
+}
+
+common = dict(
+    include_dirs=[np.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+    extra_compile_args=["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"],
+)
+
+extensions = [
+    Extension("fastgrad._core", ["fastgrad/_core.pyx"], **common),
+    Extension("fastgrad._ops", ["fastgrad/_ops.pyx"], **common),
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
