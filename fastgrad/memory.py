@@ -76,6 +76,8 @@ def load_impl(name):
     if name == "fastgrad":
         import fastgrad
 
+        if not hasattr(fastgrad, "Variable"):  # the engine is not built yet
+            raise ImportError("fastgrad has no Variable: engine not built")
         return fastgrad
     if name == "dezero":
         # dezero 0.0.13's package __init__ still uses the alias np.int,
