@@ -1,1 +1,1267 @@
-"""The autodiff engine (placeholder)."""
+"""The fastgrad engine: Variable, Function, Config and the built-in ops.
+
+DeZero's stage-2 API, compiled.  What makes it fast without changing what
+users see:
+
+* A Variable whose value is a 0-d float64 may keep that value as a C double
+  (``_sv``/``_gv``) and create the 0-d ndarray only when ``data``/``grad`` is
+  read.  The built-in ops compute such values in C without calling NumPy.
+* A Function points at its outputs through borrowed pointers that the output
+  clears when it dies (a weak reference without a weakref object);
+  ``Function.outputs`` hands out real ``weakref.ref`` objects on demand.
+* Backward pops functions from a C binary heap keyed on
+  ``(-generation, -insertion counter)``, DeZero's exact order, iteratively.
+* Gradient arrays that only the engine can see are reused in place (checked
+  by reference count), so a grad never aliases another variable's grad or an
+  array the user holds, yet the common case allocates nothing extra.
+
+Everything else (user ``Function`` subclasses, operators assigned onto
+``Variable``, arrays of any dtype and shape) takes the general path, which
+does what DeZero's ``core_simple`` does, plus broadcasting and dtype rules.
+"""
+import contextlib
+import os
+import threading
+import weakref
+
+import numpy as np
+
+cimport cython
+cimport numpy as cnp
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from libc.math cimport pow as c_pow
+from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc, realloc
+
+cnp.import_array()
+
+cdef extern from "Python.h":
+    ctypedef struct Py_tss_t:
+        pass
+    Py_tss_t* PyThread_tss_alloc()
+    int PyThread_tss_create(Py_tss_t* key)
+    void* PyThread_tss_get(Py_tss_t* key)
+    int PyThread_tss_set(Py_tss_t* key, void* value)
+    Py_ssize_t Py_REFCNT(PyObject* o)
+
+
+def _pure_requested():
+    return os.environ.get("FASTGRAD_PURE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+#: True when FASTGRAD_PURE=1 was set at import: the NumPy reference kernels
+#: and no C scalar path are used (for testing and comparison).
+PURE = _pure_requested()
+
+if PURE:
+    from fastgrad import _reference as _K
+else:
+    from fastgrad import _ops as _K
+
+cdef bint _pure = PURE
+
+
+# ---------------------------------------------------------------- Config
+
+# Config.enable_backprop is per thread.  The flag lives in a C thread-specific
+# slot, encoded in the pointer value, so reading it costs a few nanoseconds
+# and a new thread starts with the default (enabled).
+cdef Py_tss_t* _backprop_key = PyThread_tss_alloc()
+if _backprop_key == NULL or PyThread_tss_create(_backprop_key) != 0:
+    raise MemoryError("fastgrad: cannot allocate thread-local storage")
+
+cdef inline bint _backprop_enabled() noexcept:
+    return PyThread_tss_get(_backprop_key) != <void*><size_t>1
+
+cdef inline void _set_backprop(bint on) noexcept:
+    PyThread_tss_set(_backprop_key, <void*><size_t>(2 if on else 1))
+
+
+class _ConfigType(type):
+    @property
+    def enable_backprop(cls):
+        """Record graphs for backprop (per thread; default True)."""
+        return _backprop_enabled()
+
+    @enable_backprop.setter
+    def enable_backprop(cls, value):
+        _set_backprop(bool(value))
+
+
+class Config(metaclass=_ConfigType):
+    """Global settings, as in DeZero.
+
+    ``Config.enable_backprop`` is thread-local: reading or assigning it acts
+    on the calling thread only, so ``no_grad()`` in one thread never turns
+    off graph recording in another.  Other attributes a user adds are
+    ordinary class attributes.
+    """
+
+
+class _UsingConfig:
+    """Context manager behind ``using_config``: restores on exit, nests."""
+
+    __slots__ = ("name", "value", "_saved")
+
+    def __init__(self, name, value):
+        self.name = name
+        self.value = value
+        self._saved = {}
+
+    def __enter__(self):
+        stack = self._saved.setdefault(threading.get_ident(), [])
+        stack.append(getattr(Config, self.name))
+        setattr(Config, self.name, self.value)
+        return self
+
+    def __exit__(self, *exc_info):
+        ident = threading.get_ident()
+        stack = self._saved[ident]
+        setattr(Config, self.name, stack.pop())
+        if not stack:
+            del self._saved[ident]
+        return False
+
+
+def using_config(name, value):
+    """Temporarily set ``Config.<name>`` to ``value`` inside a ``with`` block.
+
+    The old value is restored on exit, also when the block raises.
+
+    Examples
+    --------
+    >>> with using_config('enable_backprop', False):
+    ...     y = x * 2        # no graph recorded
+    """
+    return _UsingConfig(name, value)
+
+
+def no_grad():
+    """Context manager that turns graph recording off (this thread only)."""
+    return _UsingConfig("enable_backprop", False)
+
+
+# ---------------------------------------------------------------- helpers
+
+cdef object _ndarray = np.ndarray
+cdef object _float64 = np.dtype(np.float64)
+cdef tuple _empty_tuple = ()
+cdef object _dead_ref = None     # a weakref.ref whose referent is gone
+
+
+def as_array(x):
+    """Return ``np.array(x)`` for a scalar, ``x`` itself otherwise (DeZero)."""
+    if np.isscalar(x):
+        return np.array(x)
+    return x
+
+
+def as_variable(obj):
+    """Return ``obj`` if it is a Variable, else ``Variable(obj)``."""
+    if isinstance(obj, _Variable):
+        return obj
+    return Variable(obj)
+
+
+cdef inline object _as_nd(object r):
+    # NumPy returns scalars from 0-d arithmetic; data and grads are ndarrays.
+    if type(r) is _ndarray:
+        return r
+    return np.asarray(r)
+
+
+cdef inline object _scalar_array(double v):
+    cdef cnp.ndarray a = cnp.PyArray_SimpleNew(0, NULL, cnp.NPY_DOUBLE)
+    (<double*>cnp.PyArray_DATA(a))[0] = v
+    return a
+
+
+cdef inline bint _is_f64_scalar_array(object a) noexcept:
+    # A 0-d float64 ndarray the C path may read through its data pointer.
+    if type(a) is not _ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_NDIM(arr) == 0 and cnp.PyArray_TYPE(arr) == cnp.NPY_DOUBLE
+            and cnp.PyArray_ISALIGNED(arr) and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
+cdef inline double _array_value(object a) noexcept:
+    return (<double*>cnp.PyArray_DATA(<cnp.ndarray>a))[0]
+
+
+cdef inline bint _exclusive(object a) noexcept:
+    """True if ``a`` is a plain ndarray owning writeable memory that nothing
+    but the caller's single reference can reach, so it may be reused."""
+    if type(a) is not _ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (Py_REFCNT(<PyObject*>a) == 1 and cnp.PyArray_BASE(arr) == NULL
+            and cnp.PyArray_ISWRITEABLE(arr))
+
+
+cdef object _sum_to(object g, tuple shape):
+    """Sum a broadcast gradient back to ``shape`` (DeZero's sum_to)."""
+    cdef Py_ssize_t nd = len(shape)
+    cdef Py_ssize_t lead = g.ndim - nd
+    if lead < 0:
+        # A smaller gradient than its input: broadcast it up (validated).
+        return np.array(np.broadcast_to(g, shape))
+    gshape = g.shape
+    axes = tuple(range(lead)) + tuple([i + lead for i in range(nd)
+                                       if shape[i] == 1 and gshape[i + lead] != 1])
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+        if lead:
+            g = g.reshape(g.shape[lead:])
+    if g.shape != shape:
+        raise ValueError(f"gradient of shape {gshape} cannot be summed to shape {shape}")
+    return _as_nd(g)
+
+
+# ---------------------------------------------------------------- Variable
+
+cdef object _VarClass = None    # the Python-level Variable class, set below
+
+
+@cython.no_gc_clear     # __dealloc__ needs _creator to clear its output link
+@cython.trashcan(True)  # freeing a million-op chain must not recurse in C
+cdef class _Variable:
+    """Compiled base of :class:`Variable`; see there."""
+    cdef object _data
+    cdef object _grad
+    cdef object _creator
+    cdef public object name
+    cdef object __weakref__
+    cdef double _sv             # the value while _lazy
+    cdef double _gv             # the grad while _glazy
+    cdef Py_ssize_t _gen
+    cdef Py_ssize_t _slot       # index among the creator's outputs
+    cdef bint _lazy             # data is the float64 scalar _sv, not yet an array
+    cdef bint _glazy            # grad is the float64 scalar _gv, not yet an array
+    cdef bint _const            # made by the engine from a Python scalar operand
+
+    def __init__(self, data, name=None):
+        if data is not None and not isinstance(data, _ndarray):
+            raise TypeError(f"{type(data)} is not supported: Variable data must be "
+                            f"a numpy.ndarray or None")
+        self._data = data
+        self.name = name
+
+    def __dealloc__(self):
+        self._unlink()
+
+    cdef inline void _unlink(self) noexcept:
+        # Clear the creator's borrowed pointer to this output, if it is ours.
+        cdef Function f
+        if self._creator is not None:
+            f = <Function>self._creator
+            if self._slot < f._nout and f._outs[self._slot] == <PyObject*>self:
+                f._outs[self._slot] = NULL
+
+    cdef inline object _get_data(self):
+        if self._lazy:
+            self._data = _scalar_array(self._sv)
+            self._lazy = False
+        return self._data
+
+    cdef inline object _get_grad(self):
+        if self._glazy:
+            self._grad = _scalar_array(self._gv)
+            self._glazy = False
+        return self._grad
+
+    cdef inline bint _value(self, double* out) noexcept:
+        """Store the value in ``out`` if it is a float64 scalar the C path may use."""
+        if self._lazy:
+            out[0] = self._sv
+            return True
+        if _is_f64_scalar_array(self._data):
+            out[0] = _array_value(self._data)
+            return True
+        return False
+
+    cdef inline bint _has_grad(self) noexcept:
+        return self._glazy or self._grad is not None
+
+    @property
+    def data(self):
+        """The ndarray this variable holds (or None)."""
+        return self._get_data()
+
+    @data.setter
+    def data(self, value):
+        if value is not None and not isinstance(value, _ndarray):
+            if isinstance(value, np.generic):
+                value = np.asarray(value)   # e.g. x.data - lr * x.grad on 0-d arrays
+            else:
+                raise TypeError(f"{type(value)} is not supported: Variable data must be "
+                                f"a numpy.ndarray or None")
+        self._data = value
+        self._lazy = False
+
+    @property
+    def grad(self):
+        """The gradient (an ndarray shaped like ``data``), or None."""
+        return self._get_grad()
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None and not isinstance(value, _ndarray):
+            if isinstance(value, np.generic):
+                value = np.asarray(value)
+            else:
+                raise TypeError(f"{type(value)} is not supported: a grad must be "
+                                f"a numpy.ndarray or None")
+        self._grad = value
+        self._glazy = False
+
+    @property
+    def creator(self):
+        """The Function that produced this variable, or None for a leaf."""
+        return self._creator
+
+    @creator.setter
+    def creator(self, func):
+        if func is not None and not isinstance(func, Function):
+            raise TypeError(f"creator must be a Function or None, not {type(func)}")
+        self._unlink()
+        self._creator = func
+
+    @property
+    def generation(self):
+        """Position in the graph: 0 for leaves, creator's generation + 1."""
+        return self._gen
+
+    @generation.setter
+    def generation(self, value):
+        self._gen = value
+
+    @property
+    def shape(self):
+        return () if self._lazy else self._data.shape
+
+    @property
+    def ndim(self):
+        return 0 if self._lazy else self._data.ndim
+
+    @property
+    def size(self):
+        return 1 if self._lazy else self._data.size
+
+    @property
+    def dtype(self):
+        return _float64 if self._lazy else self._data.dtype
+
+    def __len__(self):
+        return len(self._get_data())
+
+    def __repr__(self):
+        data = self._get_data()
+        if data is None:
+            return "variable(None)"
+        p = str(data).replace("\n", "\n" + " " * 9)
+        return "variable(" + p + ")"
+
+    def set_creator(self, func):
+        """Make ``func`` this variable's creator (generation = its generation + 1)."""
+        self.creator = func
+        self._gen = func.generation + 1
+
+    def cleargrad(self):
+        """Forget the gradient (``grad = None``), e.g. between iterations."""
+        self._grad = None
+        self._glazy = False
+
+    def backward(self, retain_grad=False):
+        """Backpropagate from this variable to every variable it depends on.
+
+        The seed gradient is ones shaped like ``data`` unless ``grad`` is
+        already set.  Functions run in reverse generation order (latest first
+        among equals, as DeZero), each exactly once, iteratively.
+
+        Parameters
+        ----------
+        retain_grad : bool
+            Keep the gradients of intermediate variables (function outputs).
+            By default they are cleared as soon as they have been used.
+        """
+        if not self._has_grad():
+            if self._lazy or _is_f64_scalar_array(self._data):
+                self._gv = 1.0
+                self._glazy = True
+            elif self._data is None:
+                raise ValueError("backward() on a Variable whose data is None")
+            else:
+                self._grad = np.ones_like(self._data)
+        if self._creator is not None:
+            _backward(<Function>self._creator, bool(retain_grad))
+
+    def __reduce__(self):
+        # Pickling keeps data, grad and name and drops the graph: the copy is
+        # a leaf (a creator cannot be pickled meaningfully: it holds weak links
+        # and Python code).
+        return (_rebuild_variable, (type(self), self._get_data(), self.name, self._get_grad()))
+
+
+def _rebuild_variable(cls, data, name, grad):
+    v = cls(data, name)
+    v.grad = grad
+    return v
+
+
+class Variable(_Variable):
+    """A node of the computational graph: an ndarray plus its gradient.
+
+    Parameters
+    ----------
+    data : numpy.ndarray or None
+        Kept by identity (never copied).  Anything else raises TypeError.
+    name : str, optional
+
+    Attributes
+    ----------
+    data, grad, creator, generation, name
+        As in DeZero; ``shape``, ``ndim``, ``size``, ``dtype`` mirror ``data``.
+
+    Examples
+    --------
+    >>> x = Variable(np.array(2.0))
+    >>> y = x ** 2 + 3 * x
+    >>> y.backward()
+    >>> x.grad
+    array(7.)
+
+    Operators (``+ - * / **`` and unary ``-``) work with Variables, ndarrays
+    and scalars on either side.  They are ordinary class attributes, set by
+    :func:`setup_variable`, so new ones can be assigned the DeZero way.
+    """
+    __slots__ = ()
+    # Make ndarray defer to Variable in ``ndarray + Variable`` (class level;
+    # the notebook's assignment inside __init__ had no effect).
+    __array_priority__ = 200
+
+
+_VarClass = Variable
+
+
+cdef inline _Variable _new_var():
+    return <_Variable>_Variable.__new__(_VarClass)
+
+
+cdef inline _Variable _lazy_var(double v):
+    cdef _Variable var = _new_var()
+    var._sv = v
+    var._lazy = True
+    return var
+
+
+cdef inline _Variable _wrap_data(object data):
+    cdef _Variable var = _new_var()
+    var._data = data
+    return var
+
+
+# ---------------------------------------------------------------- Function
+
+cdef unsigned long long _stamp_counter = 0   # one per backward() call
+
+DEF _NO_GEN = -1
+
+
+@cython.trashcan(True)
+cdef class Function:
+    """Base class of differentiable functions (DeZero's ``Function``).
+
+    Subclass it and implement ``forward(*xs)`` on ndarrays (return one array
+    or a tuple) and ``backward(*gys)`` returning one gradient per input (a
+    tuple for several; ``None`` for an input that gets no gradient).  Inside
+    ``backward``, ``self.inputs[i].data`` is the i-th input's array.
+
+    Calling an instance converts its arguments (Variables, ndarrays, Python or
+    NumPy scalars), runs ``forward``, and, while ``Config.enable_backprop`` is
+    on, records ``inputs``, ``outputs`` (weak references) and ``generation``.
+    One output is returned bare, several as a list.
+
+    Examples
+    --------
+    >>> class Square(Function):
+    ...     def forward(self, x):
+    ...         return x ** 2
+    ...     def backward(self, gy):
+    ...         return 2 * self.inputs[0].data * gy
+    """
+    cdef dict __dict__
+    cdef list _inputs
+    cdef object _meta           # (shape, dtype) of each output, several outputs only
+    cdef PyObject* _out1        # storage for the common single output
+    cdef PyObject** _outs       # borrowed output pointers, cleared by the outputs
+    cdef Py_ssize_t _nout
+    cdef Py_ssize_t _gen
+    cdef unsigned long long _stamp
+    cdef int _op                # built-in op code (exact built-in type), else 0
+
+    def __cinit__(self):
+        self._gen = _NO_GEN
+        self._outs = &self._out1
+
+    def __dealloc__(self):
+        if self._outs != &self._out1:
+            free(self._outs)
+
+    def forward(self, *xs):
+        raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
+
+    def backward(self, *gys):
+        raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
+
+    def __call__(self, *inputs):
+        return _call(self, inputs)
+
+    @property
+    def inputs(self):
+        """The input Variables (a list), set while recording."""
+        if self._inputs is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute 'inputs'")
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, value):
+        self._inputs = list(value)
+
+    @property
+    def outputs(self):
+        """Weak references (``weakref.ref``) to the outputs, set while recording."""
+        if self._nout == 0:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute 'outputs'")
+        refs = []
+        for i in range(self._nout):
+            o = self._outs[i]
+            refs.append(_dead_ref if o == NULL else weakref.ref(<object>o))
+        return refs
+
+    @property
+    def generation(self):
+        """The largest generation among the inputs, set while recording."""
+        if self._gen == _NO_GEN:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute 'generation'")
+        return self._gen
+
+    @generation.setter
+    def generation(self, value):
+        self._gen = value
+
+    cdef int _set_outputs(self, list outs) except -1:
+        cdef Py_ssize_t i, n = len(outs)
+        cdef _Variable out
+        if n > 1:
+            ptrs = <PyObject**>malloc(n * sizeof(PyObject*))
+            if ptrs == NULL:
+                raise MemoryError()
+            if self._outs != &self._out1:
+                free(self._outs)
+            self._outs = ptrs
+            self._meta = [(o._data.shape, o._data.dtype) if o._data is not None else None
+                          for o in outs]
+        self._nout = n
+        for i in range(n):
+            out = <_Variable>outs[i]
+            self._outs[i] = <PyObject*>out
+            out._creator = self
+            out._gen = self._gen + 1
+            out._slot = i
+        return 0
+
+
+class _Dead:
+    pass
+
+
+_dead_ref = weakref.ref(_Dead())
+
+
+# ---------------------------------------------------------------- built-in ops
+
+cdef enum:
+    OP_ADD = 1
+    OP_SUB
+    OP_MUL
+    OP_DIV
+    OP_NEG
+    OP_POW
+
+
+cdef class Add(Function):
+    """y = x0 + x1 (broadcasting)."""
+    def __cinit__(self):
+        self._op = OP_ADD
+
+    def forward(self, x0, x1):
+        return _K.add(x0, x1)
+
+    def backward(self, gy):
+        return gy, gy
+
+
+cdef class Sub(Function):
+    """y = x0 - x1 (broadcasting)."""
+    def __cinit__(self):
+        self._op = OP_SUB
+
+    def forward(self, x0, x1):
+        return _K.sub(x0, x1)
+
+    def backward(self, gy):
+        return gy, _K.neg_backward(gy)
+
+
+cdef class Mul(Function):
+    """y = x0 * x1 (broadcasting)."""
+    def __cinit__(self):
+        self._op = OP_MUL
+
+    def forward(self, x0, x1):
+        return _K.mul(x0, x1)
+
+    def backward(self, gy):
+        return _K.mul_backward(gy, self._inputs[0].data, self._inputs[1].data)
+
+
+cdef class Div(Function):
+    """y = x0 / x1 (broadcasting)."""
+    def __cinit__(self):
+        self._op = OP_DIV
+
+    def forward(self, x0, x1):
+        return _K.div(x0, x1)
+
+    def backward(self, gy):
+        return _K.div_backward(gy, self._inputs[0].data, self._inputs[1].data)
+
+
+cdef class Neg(Function):
+    """y = -x."""
+    def __cinit__(self):
+        self._op = OP_NEG
+
+    def forward(self, x):
+        return _K.neg(x)
+
+    def backward(self, gy):
+        return _K.neg_backward(gy)
+
+
+cdef object _check_exponent(object c):
+    if isinstance(c, _Variable):
+        raise TypeError("pow: the exponent must be a constant (a Python or NumPy "
+                        "scalar or an ndarray), not a Variable")
+    if c is None or isinstance(c, (str, bytes)) or (
+            isinstance(c, (_ndarray, np.generic)) and c.dtype.kind not in "biufc"):
+        raise TypeError(f"pow: unsupported exponent {c!r} of type {type(c).__name__}")
+    return c
+
+
+cdef class Pow(Function):
+    """y = x ** c for a constant exponent ``c``."""
+    cdef public object c
+
+    def __cinit__(self):
+        self._op = OP_POW
+
+    def __init__(self, c):
+        self.c = _check_exponent(c)
+
+    def forward(self, x):
+        return _K.pow(x, self.c)
+
+    def backward(self, gy):
+        return _K.pow_backward(gy, self._inputs[0].data, self.c)
+
+
+cdef inline int _exact_op(Function f) noexcept:
+    # Built-in behaviour applies to the exact built-in classes only: a user
+    # subclass may override forward/backward.
+    cdef object t = type(f)
+    if (t is Add or t is Mul or t is Sub or t is Div or t is Pow or t is Neg):
+        return f._op
+    return 0
+
+
+cdef inline double _spow(double x, double c) noexcept:
+    # The special cases NumPy's array ** scalar takes, for bitwise agreement.
+    if c == 2.0:
+        return x * x
+    if c == 1.0:
+        return x
+    if c == 0.5:
+        return sqrt(x)
+    if c == -1.0:
+        return 1.0 / x
+    if c == 0.0:
+        return 1.0
+    return c_pow(x, c)
+
+
+cdef inline bint _scalar_exponent(object c, double* out):
+    if type(c) is float:
+        out[0] = <double>c
+        return True
+    if type(c) is int and -(1 << 52) < c < (1 << 52):
+        out[0] = <double>c
+        return True
+    return False
+
+
+cdef inline bint _operand_value(object a, double* out):
+    """Value of a fast-path operand: a float64 scalar Variable or a Python float/int."""
+    if isinstance(a, _Variable):
+        return (<_Variable>a)._value(out)
+    return _scalar_exponent(a, out)
+
+
+cdef inline _Variable _operand_var(object a, double v):
+    if isinstance(a, _Variable):
+        return <_Variable>a
+    cdef _Variable c = _lazy_var(v)
+    c._const = True
+    return c
+
+
+cdef object _call_scalar(Function f, int op, object a, object b):
+    """The C path of a built-in op on float64 scalars; None if it does not apply."""
+    cdef double x0 = 0.0, x1 = 0.0, c = 0.0, y
+    if _pure or not _operand_value(a, &x0):
+        return None
+    if op == OP_POW:
+        if not _scalar_exponent((<Pow>f).c, &c):
+            return None
+        y = _spow(x0, c)
+    elif op == OP_NEG:
+        y = -x0
+    else:
+        if not _operand_value(b, &x1):
+            return None
+        if op == OP_ADD:
+            y = x0 + x1
+        elif op == OP_SUB:
+            y = x0 - x1
+        elif op == OP_MUL:
+            y = x0 * x1
+        else:
+            y = x0 / x1
+    cdef _Variable out = _lazy_var(y)
+    cdef _Variable v0, v1
+    if _backprop_enabled():
+        v0 = _operand_var(a, x0)
+        if op == OP_NEG or op == OP_POW:
+            f._inputs = [v0]
+            f._gen = v0._gen
+        else:
+            v1 = _operand_var(b, x1)
+            f._inputs = [v0, v1]
+            f._gen = v0._gen if v0._gen > v1._gen else v1._gen
+        f._nout = 1
+        f._out1 = <PyObject*>out
+        out._creator = f
+        out._gen = f._gen + 1
+    return out
+
+
+cdef object _binary(Function f, int op, object a, object b):
+    out = _call_scalar(f, op, a, b)
+    if out is None:
+        return _call(f, (a, b))
+    return out
+
+
+def add(x0, x1):
+    """Return ``x0 + x1`` as a Variable (either may be an ndarray or scalar)."""
+    return _binary(Add.__new__(Add), OP_ADD, x0, x1)
+
+
+def sub(x0, x1):
+    """Return ``x0 - x1``."""
+    return _binary(Sub.__new__(Sub), OP_SUB, x0, x1)
+
+
+def rsub(x0, x1):
+    """Return ``x1 - x0`` (``Variable.__rsub__``)."""
+    return _binary(Sub.__new__(Sub), OP_SUB, x1, x0)
+
+
+def mul(x0, x1):
+    """Return ``x0 * x1``."""
+    return _binary(Mul.__new__(Mul), OP_MUL, x0, x1)
+
+
+def div(x0, x1):
+    """Return ``x0 / x1``."""
+    return _binary(Div.__new__(Div), OP_DIV, x0, x1)
+
+
+def rdiv(x0, x1):
+    """Return ``x1 / x0`` (``Variable.__rtruediv__``)."""
+    return _binary(Div.__new__(Div), OP_DIV, x1, x0)
+
+
+def neg(x):
+    """Return ``-x``."""
+    cdef Neg f = Neg.__new__(Neg)
+    out = _call_scalar(f, OP_NEG, x, None)
+    if out is None:
+        return _call(f, (x,))
+    return out
+
+
+def pow(x, c):
+    """Return ``x ** c`` for a constant exponent ``c`` (not a Variable)."""
+    cdef Pow f = Pow.__new__(Pow)
+    f.c = _check_exponent(c)
+    out = _call_scalar(f, OP_POW, x, None)
+    if out is None:
+        return _call(f, (x,))
+    return out
+
+
+# ---------------------------------------------------------------- __call__
+
+cdef object _input_variable(Function f, object x, list datas):
+    """Convert one argument of a Function call to a Variable."""
+    if isinstance(x, _Variable):
+        return x
+    if isinstance(x, _ndarray):
+        return _wrap_data(x)
+    if isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic):
+        # Python scalars are weak (NEP 50): float32 data * 2.0 stays float32.
+        if datas:
+            return _wrap_data(np.asarray(x, dtype=np.result_type(*datas, x)))
+        return _wrap_data(np.asarray(x))
+    if isinstance(x, np.generic):
+        return _wrap_data(np.asarray(x))
+    if x is None:
+        raise TypeError(f"{type(f).__name__}: None is not a valid input "
+                        f"(expected a Variable, an ndarray or a number)")
+    raise TypeError(f"{type(f).__name__}: unsupported input of type {type(x).__name__} "
+                    f"(expected a Variable, an ndarray or a number)")
+
+
+cdef object _check_numeric(Function f, list variables):
+    for i, v in enumerate(variables):
+        d = (<_Variable>v)._get_data()
+        if d is None:
+            raise TypeError(f"{type(f).__name__}: input {i} is a Variable whose data is None")
+        if d.dtype.kind not in "biufc":
+            raise TypeError(f"{type(f).__name__}: input {i} has dtype {d.dtype}; "
+                            f"only numeric arrays can be differentiated")
+
+
+cdef object _forward_output(Function f, object y):
+    if type(y) is _ndarray:
+        return y
+    if isinstance(y, (_ndarray, np.generic, bool, int, float, complex)):
+        return np.asarray(y)
+    raise TypeError(f"{type(f).__name__}.forward returned {type(y).__name__}; "
+                    f"expected an ndarray or a number")
+
+
+cdef object _call(Function f, tuple args):
+    """Function.__call__: the general path (user functions, arrays)."""
+    cdef int op = _exact_op(f)
+    if op and (len(args) == 2 or (len(args) == 1 and (op == OP_NEG or op == OP_POW))):
+        out = _call_scalar(f, op, args[0], args[1] if len(args) == 2 else None)
+        if out is not None:
+            return out
+    datas = []          # the operands' arrays, which set a Python scalar's dtype
+    for a in args:
+        d = (<_Variable>a)._get_data() if isinstance(a, _Variable) else a
+        if isinstance(d, _ndarray):
+            datas.append(d)
+    inputs = [_input_variable(f, a, datas) for a in args]
+    xs = [(<_Variable>v)._get_data() for v in inputs]
+    if op:
+        _check_numeric(f, inputs)
+        ys = _forward_builtin(f, op, xs)
+    else:
+        ys = f.forward(*xs)
+    if type(ys) is not tuple:
+        ys = (ys,)
+    if len(ys) == 0:
+        raise ValueError(f"{type(f).__name__}.forward returned no outputs")
+    outputs = [_wrap_data(_forward_output(f, y)) for y in ys]
+    if _backprop_enabled():
+        gen = 0
+        for v in inputs:
+            if (<_Variable>v)._gen > gen:
+                gen = (<_Variable>v)._gen
+        f._gen = gen
+        f._inputs = inputs
+        f._set_outputs(outputs)
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+cdef object _forward_builtin(Function f, int op, list xs):
+    if op == OP_ADD:
+        return _K.add(xs[0], xs[1])
+    if op == OP_SUB:
+        return _K.sub(xs[0], xs[1])
+    if op == OP_MUL:
+        return _K.mul(xs[0], xs[1])
+    if op == OP_DIV:
+        return _K.div(xs[0], xs[1])
+    if op == OP_NEG:
+        return _K.neg(xs[0])
+    return _K.pow(xs[0], (<Pow>f).c)
+
+
+# ---------------------------------------------------------------- backward
+
+cdef struct _Entry:
+    Py_ssize_t gen
+    unsigned long long order
+    PyObject* func              # a strong reference held by the heap
+
+cdef struct _Heap:
+    _Entry* items
+    Py_ssize_t n
+    Py_ssize_t cap
+    unsigned long long counter
+
+
+cdef inline bint _before(_Entry* a, _Entry* b) noexcept:
+    # Max-heap on (generation, insertion order): DeZero pops the latest
+    # function of the highest generation first.
+    return a.gen > b.gen or (a.gen == b.gen and a.order > b.order)
+
+
+cdef int _heap_push(_Heap* h, Function f) except -1:
+    cdef Py_ssize_t i, parent
+    cdef _Entry e
+    cdef _Entry* grown
+    if h.n == h.cap:
+        h.cap = 64 if h.cap == 0 else 2 * h.cap
+        grown = <_Entry*>realloc(h.items, h.cap * sizeof(_Entry))
+        if grown == NULL:
+            raise MemoryError()
+        h.items = grown
+    h.counter += 1
+    e.gen = f._gen
+    e.order = h.counter
+    e.func = <PyObject*>f
+    Py_INCREF(f)
+    i = h.n
+    h.n += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not _before(&e, &h.items[parent]):
+            break
+        h.items[i] = h.items[parent]
+        i = parent
+    h.items[i] = e
+    return 0
+
+
+cdef PyObject* _heap_pop(_Heap* h) noexcept:
+    """Remove the first entry; the caller owns the returned reference."""
+    cdef PyObject* top = h.items[0].func
+    cdef _Entry last
+    cdef Py_ssize_t i = 0, child
+    h.n -= 1
+    if h.n > 0:
+        last = h.items[h.n]
+        while True:
+            child = 2 * i + 1
+            if child >= h.n:
+                break
+            if child + 1 < h.n and _before(&h.items[child + 1], &h.items[child]):
+                child += 1
+            if not _before(&h.items[child], &last):
+                break
+            h.items[i] = h.items[child]
+            i = child
+        h.items[i] = last
+    return top
+
+
+cdef int _backward(Function root, bint retain_grad) except -1:
+    global _stamp_counter
+    _stamp_counter += 1
+    cdef unsigned long long stamp = _stamp_counter
+    cdef _Heap heap
+    heap.items = NULL
+    heap.n = heap.cap = 0
+    heap.counter = 0
+    cdef PyObject* p
+    cdef Function f
+    cdef _Variable x
+    try:
+        root._stamp = stamp
+        _heap_push(&heap, root)
+        while heap.n:
+            p = _heap_pop(&heap)
+            f = <Function>p
+            Py_DECREF(f)            # `f` keeps its own reference
+            _step(f, retain_grad)
+            if f._inputs is None:
+                continue
+            for v in f._inputs:
+                x = <_Variable>v
+                if x._creator is not None and (<Function>x._creator)._stamp != stamp:
+                    (<Function>x._creator)._stamp = stamp
+                    _heap_push(&heap, <Function>x._creator)
+    finally:
+        while heap.n:
+            heap.n -= 1
+            Py_DECREF(<object>heap.items[heap.n].func)
+        free(heap.items)
+    return 0
+
+
+cdef inline void _clear_grad(_Variable v) noexcept:
+    v._grad = None
+    v._glazy = False
+
+
+cdef int _step(Function f, bint retain_grad) except -1:
+    """Run one function's backward and deliver its input gradients."""
+    cdef int op = _exact_op(f)
+    if op and f._nout == 1 and f._outs[0] != NULL:
+        if _step_scalar(f, op, retain_grad):
+            return 0
+        return _step_builtin(f, op, retain_grad)
+    return _step_user(f, retain_grad)
+
+
+cdef bint _step_scalar(Function f, int op, bint retain_grad) except -1:
+    """The C path: float64 scalar gradient, inputs and output."""
+    if _pure or f._inputs is None:
+        return False
+    cdef _Variable out = <_Variable>f._outs[0]
+    cdef double gy, x0 = 0.0, x1 = 0.0, c = 0.0, g0, g1 = 0.0
+    if out._glazy:
+        gy = out._gv
+    elif _is_f64_scalar_array(out._grad):
+        gy = _array_value(out._grad)
+    else:
+        return False
+    cdef list inputs = f._inputs
+    cdef Py_ssize_t nin = len(inputs)
+    if nin != (1 if op == OP_NEG or op == OP_POW else 2):
+        return False
+    cdef _Variable v0 = <_Variable>inputs[0], v1 = None
+    if not v0._value(&x0):
+        return False
+    if nin == 2:
+        v1 = <_Variable>inputs[1]
+        if not v1._value(&x1):
+            return False
+    if op == OP_ADD:
+        g0 = gy
+        g1 = gy
+    elif op == OP_SUB:
+        g0 = gy
+        g1 = -gy
+    elif op == OP_MUL:
+        g0 = gy * x1
+        g1 = gy * x0
+    elif op == OP_DIV:
+        g0 = gy / x1
+        g1 = gy * (-x0 / (x1 * x1))
+    elif op == OP_NEG:
+        g0 = -gy
+    else:
+        if not _scalar_exponent((<Pow>f).c, &c):
+            return False
+        g0 = c * _spow(x0, c - 1.0) * gy
+    if not retain_grad:
+        _clear_grad(out)
+    _deliver_scalar(v0, g0)
+    if v1 is not None:
+        _deliver_scalar(v1, g1)
+    return True
+
+
+cdef int _deliver_scalar(_Variable x, double g) except -1:
+    if x._const:
+        return 0        # an engine-made constant: nobody can ask for its grad
+    if x._glazy:
+        x._gv += g
+    elif x._grad is None:
+        if x._lazy or _is_f64_scalar_array(x._data):
+            x._gv = g
+            x._glazy = True
+        else:
+            _deliver(x, _scalar_array(g), True)
+    elif _is_f64_scalar_array(x._grad) and _is_f64_scalar_array(x._data):
+        # x.grad + g as a new value; an array the user may hold is left alone.
+        x._gv = _array_value(x._grad) + g
+        x._grad = None
+        x._glazy = True
+    else:
+        _deliver(x, _scalar_array(g), True)
+    return 0
+
+
+cdef object _take_output_grad(_Variable out, bint retain_grad):
+    """The output's grad as an ndarray; without retain_grad the output lets go."""
+    g = out._get_grad()
+    if not retain_grad:
+        out._grad = None
+    return g
+
+
+cdef int _step_builtin(Function f, int op, bint retain_grad) except -1:
+    """Built-in op on arrays: kernels, reusing the grad buffer when it is ours."""
+    gy = _take_output_grad(<_Variable>f._outs[0], retain_grad)
+    if gy is None:
+        return 0
+    cdef list inputs = f._inputs
+    cdef bint owned = _exclusive(gy)
+    if op == OP_ADD:
+        _deliver(<_Variable>inputs[0], gy, owned)
+        # Both inputs get gy: the second must have its own array.
+        _deliver(<_Variable>inputs[1], gy, False)
+        return 0
+    if op == OP_SUB:
+        g1 = _K.neg_backward(gy)
+        _deliver(<_Variable>inputs[0], gy, owned)
+        _deliver(<_Variable>inputs[1], g1, True)
+        return 0
+    # The kernels may write the first gradient into gy's buffer when we own it.
+    buf = gy if owned else None
+    x0 = (<_Variable>inputs[0])._get_data()
+    g1 = None
+    if op == OP_NEG:
+        g0 = _K.neg_backward(gy, out=buf)
+    elif op == OP_POW:
+        g0 = _K.pow_backward(gy, x0, (<Pow>f).c, out=buf)
+    else:
+        x1 = (<_Variable>inputs[1])._get_data()
+        if op == OP_MUL:
+            g0, g1 = _K.mul_backward(gy, x0, x1, out=buf)
+        else:
+            g0, g1 = _K.div_backward(gy, x0, x1, out=buf)
+    buf = gy = None
+    _deliver(<_Variable>inputs[0], g0, g0 is not g1)
+    if g1 is not None:
+        _deliver(<_Variable>inputs[1], g1, True)
+    return 0
+
+
+cdef int _step_user(Function f, bint retain_grad) except -1:
+    """A user Function: call its Python backward with the output grads."""
+    if f._inputs is None or f._nout == 0:
+        return 0
+    cdef Py_ssize_t i, n = f._nout
+    cdef PyObject* o
+    cdef bint any_grad = False
+    gys = []
+    for i in range(n):
+        o = f._outs[i]
+        if o != NULL and (<_Variable>o)._has_grad():
+            gys.append((<_Variable>o)._get_grad())
+            any_grad = True
+        else:
+            gys.append(None)
+    if not any_grad:
+        return 0        # no gradient reached this function: it contributes nothing
+    for i in range(n):
+        if gys[i] is None:
+            # An output outside the path to the root has a zero gradient.
+            if f._outs[i] != NULL:
+                data = (<_Variable>f._outs[i])._get_data()
+                gys[i] = np.zeros_like(data)
+            else:
+                shape, dtype = f._meta[i]
+                gys[i] = np.zeros(shape, dtype)
+    if not retain_grad:
+        for i in range(n):
+            if f._outs[i] != NULL:
+                _clear_grad(<_Variable>f._outs[i])
+    r = f.backward(*gys)
+    gys = None
+    cdef tuple gxs
+    if type(r) is tuple:
+        gxs = <tuple>r
+    elif isinstance(r, list):
+        gxs = tuple(r)
+    else:
+        gxs = (r,)
+    r = None
+    cdef list inputs = f._inputs
+    if len(gxs) != len(inputs):
+        raise ValueError(f"{type(f).__name__}.backward returned {len(gxs)} gradient(s) "
+                         f"for {len(inputs)} input(s)")
+    # An array may be kept without copying only if nothing else can reach it:
+    # not the caller (tuple referenced once), not another slot of the tuple.
+    cdef bint tuple_private = Py_REFCNT(<PyObject*>gxs) == 1
+    for i in range(len(inputs)):
+        gx = gxs[i]
+        if gx is None:
+            continue
+        owned = tuple_private and Py_REFCNT(<PyObject*>gx) == 2 and _base_free(gx)
+        _deliver(<_Variable>inputs[i], gx, owned)
+        gx = None
+    return 0
+
+
+cdef inline bint _base_free(object a) noexcept:
+    return (type(a) is _ndarray and cnp.PyArray_BASE(<cnp.ndarray>a) == NULL
+            and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a))
+
+
+cdef int _deliver(_Variable x, object gx, bint owned) except -1:
+    """Accumulate gradient ``gx`` into ``x.grad`` (``x.grad = x.grad + gx``).
+
+    ``owned`` says nobody else can see ``gx``; otherwise it is copied before
+    it is stored, so grads never alias each other or the user's arrays.
+    """
+    if x._const:
+        return 0
+    if type(gx) is not _ndarray:
+        if isinstance(gx, (_ndarray, np.generic, bool, int, float, complex)):
+            gx = np.asarray(gx)
+            owned = _base_free(gx)
+        else:
+            raise TypeError(f"a gradient must be an ndarray or a number, not {type(gx).__name__}")
+    data = x._get_data()
+    if data is not None:
+        shape = data.shape
+        if gx.shape != shape:
+            gx = _sum_to(gx, shape)
+            owned = True
+        dtype = data.dtype
+        if gx.dtype != dtype and dtype.kind in "fc":
+            gx = gx.astype(dtype)
+            owned = True
+    if x._glazy:
+        x._get_grad()
+    acc = x._grad
+    if acc is None:
+        x._grad = gx if owned else gx.copy()
+        return 0
+    # In place only into an array no one but x can see, of the result's dtype.
+    x._grad = None
+    if (_exclusive(acc) and acc.shape == gx.shape and acc.dtype == gx.dtype
+            and gx is not acc):
+        np.add(acc, gx, out=acc)
+        x._grad = acc
+    else:
+        x._grad = _as_nd(acc + gx)
+    return 0
+
+
+
+# ---------------------------------------------------------------- operators
+
+def setup_variable():
+    """Install the arithmetic operators on Variable (idempotent; done on import)."""
+    Variable.__add__ = add
+    Variable.__radd__ = add
+    Variable.__mul__ = mul
+    Variable.__rmul__ = mul
+    Variable.__neg__ = neg
+    Variable.__sub__ = sub
+    Variable.__rsub__ = rsub
+    Variable.__truediv__ = div
+    Variable.__rtruediv__ = rdiv
+    Variable.__pow__ = pow
