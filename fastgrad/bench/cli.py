@@ -220,6 +220,7 @@ def run(argv):
         print(table + "\n", flush=True)
 
     doc["machine"] = report.machine_metadata(report.peer_versions(available))
+    doc["machine"]["fastgrad_PURE_in_parent"] = runner._engine_pure_flag()
     doc["elapsed_seconds"] = time.time() - started
     for line in report.skipped_lines(doc["results"]):
         print(line, file=sys.stderr)

@@ -207,6 +207,8 @@ def worker_main(stream_in=None, stream_out=None):
         progress.line(task["index"], f"{case.label} {PURE}")
         record = run_task(case, "fastgrad", settings, budget)
         record["peer"] = PURE
+        # Proof that the engine really honoured FASTGRAD_PURE=1 at import.
+        record["engine_pure"] = _engine_pure_flag()
         records.append(record)
     json.dump(records, stream_out or sys.stdout)
     return 0
@@ -244,6 +246,14 @@ def run_cases(cases, peers, settings, max_time, progress, start_index=0):
             records.extend(run_in_subprocess(numbered, settings, max_time,
                                              progress.total, {"FASTGRAD_PURE": "1"}))
     return records, index
+
+
+def _engine_pure_flag():
+    """fastgrad.PURE if the engine exposes it (True: compiled kernels off)."""
+    try:
+        return bool(getattr(load("fastgrad"), "PURE"))
+    except (PeerUnavailable, AttributeError):
+        return None
 
 
 def _pure_unavailable():
