@@ -492,6 +492,7 @@ cdef class Function:
     ...         return 2 * self.inputs[0].data * gy
     """
     cdef dict __dict__
+    cdef object __weakref__
     cdef list _inputs
     cdef object _meta           # (shape, dtype) of each output, several outputs only
     cdef PyObject* _out1        # storage for the common single output
@@ -561,8 +562,8 @@ cdef class Function:
             if self._outs != &self._out1:
                 free(self._outs)
             self._outs = ptrs
-            self._meta = [(o._data.shape, o._data.dtype) if o._data is not None else None
-                          for o in outs]
+            # Shapes and dtypes give a dead output a zero gradient in backward.
+            self._meta = [(d.shape, d.dtype) for d in [(<_Variable>o)._data for o in outs]]
         self._nout = n
         for i in range(n):
             out = <_Variable>outs[i]
