@@ -23,7 +23,12 @@ is not counted):
   the graph).
 * ``rss_*_bytes`` -- process RSS as a second opinion (peak from the kernel's
   high-water mark, reset before the workload).
-* ``page_faults`` -- ``ru_minflt`` delta over one forward(+backward).
+* ``page_faults`` -- ``ru_minflt`` delta over one forward(+backward), the
+  median of ``FAULT_RUNS`` runs in the worker (``page_faults_runs``), with
+  the system's transparent-huge-page setting; ``page_faults_4k`` is one more
+  run with huge pages disabled for the worker, which is deterministic: with
+  A above glibc's 32 MiB mmap threshold every array is a fresh mapping, so
+  it is A / 4096 faults per array written.
 
 Only the standard library and NumPy are imported at module level; psutil,
 memory_profiler (``--plot``), matplotlib (``--plot``) and DeZero (the peer)
@@ -47,6 +52,8 @@ PEERS = ("dezero",)
 #: ``python -m fastgrad.memory`` defaults: A = 76 MiB, as in the issue.
 DEFAULT_SIZE = 10**7
 DEFAULT_DEPTH = 10
+#: forward(+backward) runs whose median is the reported page-fault count.
+FAULT_RUNS = 5
 
 # The repository root, put on the workers' PYTHONPATH so `import fastgrad`
 # finds the in-place build however the parent was started.
@@ -222,6 +229,17 @@ def measure(impl_name, workload, size, depth, pause=0.0):
     finally:
         tracemalloc.stop()
         gc.enable()
+    # One run's fault count is noisy (transparent huge pages are granted or
+    # not depending on the kernel's free memory), so report the median over
+    # this run and FAULT_RUNS - 1 more, each with a fresh graph.
+    runs = [faults]
+    for _ in range(FAULT_RUNS - 1):
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        y = run_workload(impl, workload, x, depth)
+        runs.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+        del y
+        x.cleargrad()
+    no_thp = _faults_without_thp(impl, workload, x, depth)
     return {
         "workload": workload,
         "impl": impl_name,
@@ -232,12 +250,38 @@ def measure(impl_name, workload, size, depth, pause=0.0):
         "peak_bytes": peak,
         "held_bytes": held,
         "freed_bytes": freed,
-        "page_faults": faults,
+        "page_faults": sorted(runs)[len(runs) // 2],
+        "page_faults_runs": runs,
+        "page_faults_4k": no_thp,
         "rss_baseline_bytes": rss_base,
         "rss_peak_bytes": rss_peak,
         "rss_held_bytes": rss_held,
         "rss_freed_bytes": rss_freed,
     }
+
+
+def _faults_without_thp(impl, workload, x, depth):
+    """Page faults of one more run with transparent huge pages disabled.
+
+    With 4 KiB pages only, a fresh array of ``n`` bytes costs exactly
+    ``n / 4096`` faults, so this count is deterministic: it says how many
+    fresh arrays a forward(+backward) writes.  None if prctl is unavailable
+    (non-Linux).  Called last: it changes the process for good.
+    """
+    try:
+        import ctypes
+
+        pr_set_thp_disable = 41
+        if ctypes.CDLL(None).prctl(pr_set_thp_disable, 1, 0, 0, 0) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    y = run_workload(impl, workload, x, depth)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+    del y
+    x.cleargrad()
+    return faults
 
 
 def _worker(spec):
@@ -310,11 +354,19 @@ def _a(nbytes, array_bytes):
     return "    -" if nbytes is None else f"{nbytes / array_bytes:5.2f}"
 
 
+def _faults_4k(row):
+    n = row.get("page_faults_4k")
+    if n is None:
+        return "-"
+    return f"{n} ({n * 4096 / row['array_bytes']:.1f})"
+
+
 def format_table(rows):
     """The rows as a plain-text table (MiB, and multiples of A = one array)."""
     head = (f"{'impl':<9} {'workload':<12} {'peak MiB':>8} {'A':>5}"
             f" {'held MiB':>8} {'A':>5} {'del A':>5}"
-            f" | {'RSS peak A':>10} {'held A':>6} {'del A':>5} | {'faults':>6}")
+            f" | {'RSS peak A':>10} {'held A':>6} {'del A':>5} | {'faults':>6}"
+            f" {'4K faults (A)':>13}")
     lines = [head, "-" * len(head)]
     for r in rows:
         a = r["array_bytes"]
@@ -325,6 +377,7 @@ def format_table(rows):
             f" {_a(r['freed_bytes'], a)}"
             f" | {_a(r['rss_peak_bytes'], a):>10} {_a(r['rss_held_bytes'], a):>6}"
             f" {_a(r['rss_freed_bytes'], a)} | {r['page_faults']:>6}"
+            f" {_faults_4k(r):>13}"
         )
     return "\n".join(lines)
 
@@ -399,7 +452,9 @@ def main(argv=None):
     print(format_table(rows))
     print("peak/held: tracemalloc (held: NumPy domain, exact); del A: still "
           "traced after del y (gc disabled); RSS: process, second opinion; "
-          "faults: minor page faults per forward(+backward)")
+          "faults: minor page faults per forward(+backward), "
+          f"median of {FAULT_RUNS} runs; 4K: one run with huge pages off "
+          "(deterministic; in A = fresh memory written, when A > 32 MiB)")
     if not any(r["impl"] == "dezero" for r in rows):
         print("DeZero stage 2 not installed: no peer rows")
     if args.json:
