@@ -450,11 +450,12 @@ def main(argv=None):
     print(f"{args.depth} squares of {args.size} float64, "
           f"A = {a / MiB:.1f} MiB; figures above a baseline holding x")
     print(format_table(rows))
-    print("peak/held: tracemalloc (held: NumPy domain, exact); del A: still "
-          "traced after del y (gc disabled); RSS: process, second opinion; "
-          "faults: minor page faults per forward(+backward), "
-          f"median of {FAULT_RUNS} runs; 4K: one run with huge pages off "
-          "(deterministic; in A = fresh memory written, when A > 32 MiB)")
+    print(f"peak, held: tracemalloc (held: NumPy domain, exact).  del: still "
+          f"traced after `del y` (gc disabled).\n"
+          f"RSS: process RSS, second opinion.  faults: minor page faults per "
+          f"forward(+backward), median of {FAULT_RUNS} runs.\n"
+          f"4K faults: one run with huge pages off (deterministic); in A = "
+          f"fresh memory written, when A > 32 MiB.")
     if not any(r["impl"] == "dezero" for r in rows):
         print("DeZero stage 2 not installed: no peer rows")
     if args.json:
