@@ -383,7 +383,7 @@ def format_table(rows):
 
 
 def plot(path, size, depth, peers=None):
-    """Write a PNG of sampled RSS over time for each backprop-ish case.
+    """Write a PNG of sampled RSS over time, one line per case.
 
     Uses memory_profiler to sample each worker's RSS; needs matplotlib.
     Returns False (with a note) when either is missing.
