@@ -5,7 +5,7 @@ import sys
 import time
 
 from . import compare as compare_mod
-from . import kernels, memsuite, report, runner
+from . import kernels, memsuite, report, runner, targets
 from .peers import PEERS, PeerUnavailable, load
 from .timing import Settings, is_noisy
 
@@ -14,8 +14,8 @@ DEFAULT_SUITES = SUITE_ORDER
 TIER_SETTINGS = {
     # tier: (target seconds per repeat, repeats, --max-time seconds per iteration)
     "quick": (0.02, 3, 0.25),
-    "default": (0.12, 5, 3.0),
-    "full": (0.2, 7, 60.0),
+    "default": (0.1, 5, 1.0),
+    "full": (0.2, 7, 10.0),
 }
 
 
@@ -92,10 +92,12 @@ def build_run_parser():
     p.add_argument("--repeats", type=_positive_int, help="timed repeats per cell "
                    "(default 5; quick 3)")
     p.add_argument("--target", type=_positive, metavar="SECONDS",
-                   help="aimed duration of one repeat (default 0.12; quick 0.02)")
+                   help="aimed duration of one repeat (default 0.1; quick 0.02; full 0.2)")
     p.add_argument("--max-time", type=_positive, metavar="SECONDS",
-                   help="skip scaling cells predicted to need more than this per "
-                        "iteration (default 3; quick 0.25; full 60)")
+                   help="time budget of one iteration: scaling cells predicted to "
+                        "exceed it are skipped, and a cell whose warm-up iteration "
+                        "exceeds it keeps that single sample (default 1; quick "
+                        "0.25; full 10)")
     p.add_argument("--noise", type=_positive, default=0.10, metavar="FRACTION",
                    help="flag cells whose IQR/median exceeds this (default 0.1)")
     p.add_argument("--json", metavar="PATH", help="write raw timings and metadata here")
@@ -189,7 +191,8 @@ def run(argv):
            "command": ["fastgrad-bench"] + list(argv if argv is not None else []),
            "tier": args.tier, "settings": dict(args.settings.__dict__,
                                                max_time=args.max_time),
-           "results": [], "exponents": [], "stream_ceiling": None, "memory": None}
+           "results": [], "exponents": [], "stream_ceiling": None, "memory": None,
+           "targets": []}
     index = 0
     for name in args.suites:
         if name == "memory":
@@ -217,13 +220,19 @@ def run(argv):
             table = report.scaling_table(records, args.noise, exps)
         else:
             table = report.kernels_tables(records, args.noise, doc["stream_ceiling"])
+        skips = report.skipped_lines(records)
+        if skips:
+            table += "\n" + "\n".join(skips)
         print(table + "\n", flush=True)
+
+    if doc["results"]:
+        doc["targets"] = targets.evaluate(doc["results"], doc["exponents"],
+                                          doc["stream_ceiling"])
+        print(targets.format_targets(doc["targets"]) + "\n", flush=True)
 
     doc["machine"] = report.machine_metadata(report.peer_versions(available))
     doc["machine"]["fastgrad_PURE_in_parent"] = runner._engine_pure_flag()
     doc["elapsed_seconds"] = time.time() - started
-    for line in report.skipped_lines(doc["results"]):
-        print(line, file=sys.stderr)
     noisy = [f"{r['label']} {r['peer']} {ph}" for r in doc["results"]
              if r["status"] == "ok" for ph, st in r["stats"]["phases"].items()
              if is_noisy(st, args.noise)]
@@ -241,6 +250,9 @@ def run(argv):
     print(f"done in {doc['elapsed_seconds']:.0f} s", file=sys.stderr)
 
     failed = [r for r in doc["results"] if r["status"] == "failed"]
+    if doc["memory"] and doc["memory"]["status"] == "failed":
+        failed.append({"label": "memory", "peer": "fastgrad.memory",
+                       "reason": doc["memory"]["reason"]})
     for r in failed:
         print(f"FAILED: {r['label']} {r['peer']}: {r['reason']}", file=sys.stderr)
     if failed:

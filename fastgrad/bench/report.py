@@ -144,7 +144,7 @@ def _cell(record, phase, scale, noise):
     ph = record["stats"]["phases"].get(phase)
     if ph is None:
         return "", None
-    mark = "~" if is_noisy(ph, noise) else ""
+    mark = "*" if record["stats"].get("single") else ("~" if is_noisy(ph, noise) else "")
     return fmt_num(ph["median"] / scale) + mark, ph["median"]
 
 
@@ -179,8 +179,9 @@ def time_table(title, records, rows_spec, peers, noise, per_op=False, unit=None)
                 ratios.append(fmt_ratio(raw[p] / ref) if (raw[p] and ref) else "")
         rows.append([row_label, _phase_name(phase)] + cells + ratios)
     what = f"{name} per op" if per_op else name
-    head = f"== {title} (median, {what}; ~ = noisy, IQR/median > {noise:.0%}; " \
-           f"x/fg = x time / fastgrad time, >1x means fastgrad is faster) =="
+    head = (f"== {title} ==\n(median, {what}; ~ noisy: IQR/median > {noise:.0%}; "
+            f"* single iteration: over --max-time; x/fg = x time / fastgrad time, "
+            f">1x: fastgrad faster)")
     return head + "\n" + render(headers, rows, align_left=2)
 
 
@@ -293,7 +294,7 @@ def skipped_lines(records):
     lines = []
     for (peer, reason), labels in seen.items():
         where = labels[0] if len(labels) == 1 else f"{len(labels)} cells"
-        lines.append(f"skipped: {peer}: {reason} ({where})")
+        lines.append(f"skipped: {peer} ({where}): {reason}")
     return lines
 
 

@@ -99,7 +99,8 @@ def summarize(samples):
     }
 
 
-def measure(bench: Bench, settings: Settings, repeats: Optional[int] = None):
+def measure(bench: Bench, settings: Settings, repeats: Optional[int] = None,
+            max_iteration: Optional[float] = None):
     """Time ``bench`` and return ``(stats, result)``.
 
     ``stats`` maps each timed phase name to :func:`summarize` output (seconds
@@ -107,6 +108,10 @@ def measure(bench: Bench, settings: Settings, repeats: Optional[int] = None):
     ``loops``, ``repeats`` and ``page_faults`` (minor faults per iteration,
     median over repeats).  ``result`` is what ``bench.result`` captured in the
     warm-up iteration, for the correctness check.
+
+    If the warm-up iteration alone takes longer than ``max_iteration``
+    seconds, it is kept as the only sample (``stats["single"]`` is True)
+    rather than repeated: one honest data point instead of minutes of wait.
     """
     repeats = repeats or settings.repeats
     timed = [k for k, p in enumerate(bench.phases) if p.timed]
@@ -116,15 +121,19 @@ def measure(bench: Bench, settings: Settings, repeats: Optional[int] = None):
     try:
         # Warm-up + correctness: one full iteration with capture.
         accum = [0.0] * len(bench.phases)
+        f0 = _minflt()
         state = _iteration(bench, accum, capture=True)
+        first_faults = _minflt() - f0
         result = bench.result(state)
         del state
         first = sum(accum[k] for k in timed)
+        if max_iteration is not None and first > max_iteration:
+            return _single(bench, timed, accum, first_faults), result
 
         # Calibrate the loop count from a second, clean warm-up iteration
         # (the first one pays for lazy imports and cold caches).
         estimate = first
-        if first < settings.target:
+        if first < settings.target / 4:  # long iterations need no calibration
             accum = [0.0] * len(bench.phases)
             n = max(1, min(settings.max_loops, int(0.01 / max(first, 1e-9))))
             for _ in range(n):
@@ -149,13 +158,23 @@ def measure(bench: Bench, settings: Settings, repeats: Optional[int] = None):
             gc.enable()
         gc.collect()
 
-    stats = {"loops": loops, "repeats": repeats,
+    stats = {"loops": loops, "repeats": repeats, "single": False,
              "page_faults": statistics.median(faults), "phases": {}}
     for k in timed:
         stats["phases"][bench.phases[k].name] = summarize(per_phase[k])
     totals = [sum(per_phase[k][r] for k in timed) for r in range(repeats)]
     stats["phases"]["total"] = summarize(totals)
     return stats, result
+
+
+def _single(bench, timed, accum, faults):
+    """Stats made of the warm-up iteration only (see :func:`measure`)."""
+    stats = {"loops": 1, "repeats": 1, "single": True, "page_faults": faults,
+             "phases": {}}
+    for k in timed:
+        stats["phases"][bench.phases[k].name] = summarize([accum[k]])
+    stats["phases"]["total"] = summarize([sum(accum[k] for k in timed)])
+    return stats
 
 
 def is_noisy(summary, threshold):
