@@ -44,6 +44,9 @@ cdef extern from "Python.h":
     void* PyThread_tss_get(Py_tss_t* key)
     int PyThread_tss_set(Py_tss_t* key, void* value)
     Py_ssize_t Py_REFCNT(PyObject* o)
+    void PyObject_GC_Track(void* o)
+    void PyObject_GC_UnTrack(void* o)
+    int PyObject_GC_IsTracked(object o)
 
 
 def _pure_requested():
@@ -200,6 +203,19 @@ cdef inline bint _exclusive(object a) noexcept:
             and cnp.PyArray_ISWRITEABLE(arr))
 
 
+# The cyclic GC would walk every node of a large graph on each collection.
+# Nodes the engine makes for built-in ops hold only numbers, arrays and older
+# nodes, so they cannot close a cycle: they are untracked.  Any setter that
+# lets a user store an arbitrary object tracks the node again.
+cdef inline void _untrack(object o) noexcept:
+    PyObject_GC_UnTrack(<void*>o)
+
+
+cdef inline void _track(object o) noexcept:
+    if not PyObject_GC_IsTracked(o):
+        PyObject_GC_Track(<void*>o)
+
+
 cdef object _sum_to(object g, tuple shape):
     """Sum a broadcast gradient back to ``shape`` (DeZero's sum_to)."""
     cdef Py_ssize_t nd = len(shape)
@@ -231,7 +247,7 @@ cdef class _Variable:
     cdef object _data
     cdef object _grad
     cdef object _creator
-    cdef public object name
+    cdef object _name
     cdef object __weakref__
     cdef double _sv             # the value while _lazy
     cdef double _gv             # the grad while _glazy
@@ -246,7 +262,7 @@ cdef class _Variable:
             raise TypeError(f"{type(data)} is not supported: Variable data must be "
                             f"a numpy.ndarray or None")
         self._data = data
-        self.name = name
+        self._name = name
 
     def __dealloc__(self):
         self._unlink()
@@ -254,10 +270,12 @@ cdef class _Variable:
     cdef inline void _unlink(self) noexcept:
         # Clear the creator's borrowed pointer to this output, if it is ours.
         cdef Function f
+        cdef PyObject** outs
         if self._creator is not None:
             f = <Function>self._creator
-            if self._slot < f._nout and f._outs[self._slot] == <PyObject*>self:
-                f._outs[self._slot] = NULL
+            outs = f._out_ptrs()
+            if self._slot < f._nout and outs[self._slot] == <PyObject*>self:
+                outs[self._slot] = NULL
 
     cdef inline object _get_data(self):
         if self._lazy:
@@ -299,6 +317,7 @@ cdef class _Variable:
                                 f"a numpy.ndarray or None")
         self._data = value
         self._lazy = False
+        _track(self)
 
     @property
     def grad(self):
@@ -315,6 +334,7 @@ cdef class _Variable:
                                 f"a numpy.ndarray or None")
         self._grad = value
         self._glazy = False
+        _track(self)
 
     @property
     def creator(self):
@@ -327,6 +347,17 @@ cdef class _Variable:
             raise TypeError(f"creator must be a Function or None, not {type(func)}")
         self._unlink()
         self._creator = func
+        _track(self)
+
+    @property
+    def name(self):
+        """A label for the variable (any object), None by default."""
+        return self._name
+
+    @name.setter
+    def name(self, value):
+        self._name = value
+        _track(self)
 
     @property
     def generation(self):
@@ -401,7 +432,7 @@ cdef class _Variable:
         # Pickling keeps data, grad and name and drops the graph: the copy is
         # a leaf (a creator cannot be pickled meaningfully: it holds weak links
         # and Python code).
-        return (_rebuild_variable, (type(self), self._get_data(), self.name, self._get_grad()))
+        return (_rebuild_variable, (type(self), self._get_data(), self._name, self._get_grad()))
 
 
 def _rebuild_variable(cls, data, name, grad):
@@ -451,6 +482,7 @@ cdef inline _Variable _new_var():
 
 cdef inline _Variable _lazy_var(double v):
     cdef _Variable var = _new_var()
+    _untrack(var)
     var._sv = v
     var._lazy = True
     return var
@@ -465,9 +497,6 @@ cdef inline _Variable _wrap_data(object data):
 # ---------------------------------------------------------------- Function
 
 cdef unsigned long long _stamp_counter = 0   # one per backward() call
-
-DEF _NO_GEN = -1
-
 
 @cython.trashcan(True)
 cdef class Function:
@@ -491,24 +520,22 @@ cdef class Function:
     ...     def backward(self, gy):
     ...         return 2 * self.inputs[0].data * gy
     """
-    cdef dict __dict__
     cdef object __weakref__
     cdef list _inputs
     cdef object _meta           # (shape, dtype) of each output, several outputs only
-    cdef PyObject* _out1        # storage for the common single output
-    cdef PyObject** _outs       # borrowed output pointers, cleared by the outputs
+    cdef PyObject* _out1        # the single output's borrowed pointer
+    cdef PyObject** _outs       # several outputs' borrowed pointers, else NULL
     cdef Py_ssize_t _nout
     cdef Py_ssize_t _gen
     cdef unsigned long long _stamp
-    cdef int _op                # built-in op code (exact built-in type), else 0
-
-    def __cinit__(self):
-        self._gen = _NO_GEN
-        self._outs = &self._out1
+    cdef bint _has_gen
 
     def __dealloc__(self):
-        if self._outs != &self._out1:
-            free(self._outs)
+        free(self._outs)
+
+    cdef inline PyObject** _out_ptrs(self) noexcept:
+        # Borrowed pointers to the outputs; an output clears its own on death.
+        return self._outs if self._outs != NULL else &self._out1
 
     def forward(self, *xs):
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
@@ -529,6 +556,7 @@ cdef class Function:
     @inputs.setter
     def inputs(self, value):
         self._inputs = list(value)
+        _track(self)
 
     @property
     def outputs(self):
@@ -536,38 +564,40 @@ cdef class Function:
         if self._nout == 0:
             raise AttributeError(f"'{type(self).__name__}' object has no attribute 'outputs'")
         refs = []
+        cdef PyObject** outs = self._out_ptrs()
         for i in range(self._nout):
-            o = self._outs[i]
+            o = outs[i]
             refs.append(_dead_ref if o == NULL else weakref.ref(<object>o))
         return refs
 
     @property
     def generation(self):
         """The largest generation among the inputs, set while recording."""
-        if self._gen == _NO_GEN:
+        if not self._has_gen:
             raise AttributeError(f"'{type(self).__name__}' object has no attribute 'generation'")
         return self._gen
 
     @generation.setter
     def generation(self, value):
         self._gen = value
+        self._has_gen = True
 
     cdef int _set_outputs(self, list outs) except -1:
         cdef Py_ssize_t i, n = len(outs)
         cdef _Variable out
+        cdef PyObject** ptrs = NULL
         if n > 1:
             ptrs = <PyObject**>malloc(n * sizeof(PyObject*))
             if ptrs == NULL:
                 raise MemoryError()
-            if self._outs != &self._out1:
-                free(self._outs)
-            self._outs = ptrs
             # Shapes and dtypes give a dead output a zero gradient in backward.
             self._meta = [(d.shape, d.dtype) for d in [(<_Variable>o)._data for o in outs]]
+        free(self._outs)
+        self._outs = ptrs
         self._nout = n
         for i in range(n):
             out = <_Variable>outs[i]
-            self._outs[i] = <PyObject*>out
+            self._out_ptrs()[i] = <PyObject*>out
             out._creator = self
             out._gen = self._gen + 1
             out._slot = i
@@ -594,9 +624,6 @@ cdef enum:
 
 cdef class Add(Function):
     """y = x0 + x1 (broadcasting)."""
-    def __cinit__(self):
-        self._op = OP_ADD
-
     def forward(self, x0, x1):
         return _K.add(x0, x1)
 
@@ -606,9 +633,6 @@ cdef class Add(Function):
 
 cdef class Sub(Function):
     """y = x0 - x1 (broadcasting)."""
-    def __cinit__(self):
-        self._op = OP_SUB
-
     def forward(self, x0, x1):
         return _K.sub(x0, x1)
 
@@ -618,9 +642,6 @@ cdef class Sub(Function):
 
 cdef class Mul(Function):
     """y = x0 * x1 (broadcasting)."""
-    def __cinit__(self):
-        self._op = OP_MUL
-
     def forward(self, x0, x1):
         return _K.mul(x0, x1)
 
@@ -630,9 +651,6 @@ cdef class Mul(Function):
 
 cdef class Div(Function):
     """y = x0 / x1 (broadcasting)."""
-    def __cinit__(self):
-        self._op = OP_DIV
-
     def forward(self, x0, x1):
         return _K.div(x0, x1)
 
@@ -642,9 +660,6 @@ cdef class Div(Function):
 
 cdef class Neg(Function):
     """y = -x."""
-    def __cinit__(self):
-        self._op = OP_NEG
-
     def forward(self, x):
         return _K.neg(x)
 
@@ -666,9 +681,6 @@ cdef class Pow(Function):
     """y = x ** c for a constant exponent ``c``."""
     cdef public object c
 
-    def __cinit__(self):
-        self._op = OP_POW
-
     def __init__(self, c):
         self.c = _check_exponent(c)
 
@@ -683,8 +695,18 @@ cdef inline int _exact_op(Function f) noexcept:
     # Built-in behaviour applies to the exact built-in classes only: a user
     # subclass may override forward/backward.
     cdef object t = type(f)
-    if (t is Add or t is Mul or t is Sub or t is Div or t is Pow or t is Neg):
-        return f._op
+    if t is Mul:
+        return OP_MUL
+    if t is Add:
+        return OP_ADD
+    if t is Sub:
+        return OP_SUB
+    if t is Div:
+        return OP_DIV
+    if t is Pow:
+        return OP_POW
+    if t is Neg:
+        return OP_NEG
     return 0
 
 
@@ -761,6 +783,9 @@ cdef object _call_scalar(Function f, int op, object a, object b):
             v1 = _operand_var(b, x1)
             f._inputs = [v0, v1]
             f._gen = v0._gen if v0._gen > v1._gen else v1._gen
+        _untrack(f._inputs)
+        _untrack(f)
+        f._has_gen = True
         f._nout = 1
         f._out1 = <PyObject*>out
         out._creator = f
@@ -895,6 +920,7 @@ cdef object _call(Function f, tuple args):
             if (<_Variable>v)._gen > gen:
                 gen = (<_Variable>v)._gen
         f._gen = gen
+        f._has_gen = True
         f._inputs = inputs
         f._set_outputs(outputs)
     return outputs[0] if len(outputs) == 1 else outputs
@@ -1025,7 +1051,7 @@ cdef inline void _clear_grad(_Variable v) noexcept:
 cdef int _step(Function f, bint retain_grad) except -1:
     """Run one function's backward and deliver its input gradients."""
     cdef int op = _exact_op(f)
-    if op and f._nout == 1 and f._outs[0] != NULL:
+    if op and f._nout == 1 and f._out1 != NULL:
         if _step_scalar(f, op, retain_grad):
             return 0
         return _step_builtin(f, op, retain_grad)
@@ -1036,7 +1062,7 @@ cdef bint _step_scalar(Function f, int op, bint retain_grad) except -1:
     """The C path: float64 scalar gradient, inputs and output."""
     if _pure or f._inputs is None:
         return False
-    cdef _Variable out = <_Variable>f._outs[0]
+    cdef _Variable out = <_Variable>f._out1
     cdef double gy, x0 = 0.0, x1 = 0.0, c = 0.0, g0, g1 = 0.0
     if out._glazy:
         gy = out._gv
@@ -1112,7 +1138,7 @@ cdef object _take_output_grad(_Variable out, bint retain_grad):
 
 cdef int _step_builtin(Function f, int op, bint retain_grad) except -1:
     """Built-in op on arrays: kernels, reusing the grad buffer when it is ours."""
-    gy = _take_output_grad(<_Variable>f._outs[0], retain_grad)
+    gy = _take_output_grad(<_Variable>f._out1, retain_grad)
     if gy is None:
         return 0
     cdef list inputs = f._inputs
@@ -1154,10 +1180,11 @@ cdef int _step_user(Function f, bint retain_grad) except -1:
         return 0
     cdef Py_ssize_t i, n = f._nout
     cdef PyObject* o
+    cdef PyObject** outs = f._out_ptrs()
     cdef bint any_grad = False
     gys = []
     for i in range(n):
-        o = f._outs[i]
+        o = outs[i]
         if o != NULL and (<_Variable>o)._has_grad():
             gys.append((<_Variable>o)._get_grad())
             any_grad = True
@@ -1168,16 +1195,16 @@ cdef int _step_user(Function f, bint retain_grad) except -1:
     for i in range(n):
         if gys[i] is None:
             # An output outside the path to the root has a zero gradient.
-            if f._outs[i] != NULL:
-                data = (<_Variable>f._outs[i])._get_data()
+            if outs[i] != NULL:
+                data = (<_Variable>outs[i])._get_data()
                 gys[i] = np.zeros_like(data)
             else:
                 shape, dtype = f._meta[i]
                 gys[i] = np.zeros(shape, dtype)
     if not retain_grad:
         for i in range(n):
-            if f._outs[i] != NULL:
-                _clear_grad(<_Variable>f._outs[i])
+            if outs[i] != NULL:
+                _clear_grad(<_Variable>outs[i])
     r = f.backward(*gys)
     gys = None
     cdef tuple gxs
@@ -1234,6 +1261,8 @@ cdef int _deliver(_Variable x, object gx, bint owned) except -1:
         if gx.dtype != dtype and dtype.kind in "fc":
             gx = gx.astype(dtype)
             owned = True
+    if gx.dtype.hasobject:
+        _track(x)
     if x._glazy:
         x._get_grad()
     acc = x._grad
