@@ -71,6 +71,8 @@ def test_filter_selects_cases():
     labels = [c.label for c in runner.SUITES["kernels"].cases(args)]
     chosen = [lb for lb in labels if cli._matches(lb, args.filter)]
     assert chosen == ["kernels mul float64 1e6", "kernels mul float64 1e7"]
+    full = cli.parse_run_args(["--full"])
+    assert len(runner.SUITES["kernels"].cases(full)) == 16  # 4 ops x 2 dtypes x 2 sizes
 
 
 # --------------------------------------------------------------------------

@@ -66,16 +66,19 @@ def compare(doc_a, doc_b, factor=1.05, peer=None, phase=None):
 
 
 def format_compare(rows, gm, name_a="A", name_b="B"):
-    """Text table of :func:`compare` output, one unit for the table."""
+    """Text table of :func:`compare` output."""
     if not rows:
         return "no rows in common"
-    name, scale = pick_unit([r["a"] for r in rows] + [r["b"] for r in rows])
-    body = [[r["label"], r["peer"], r["phase"], fmt_num(r["a"] / scale),
-             fmt_num(r["b"] / scale), f"{r['ratio']:.3f}", r["verdict"]] for r in rows]
+    # Rows span ns to s, so each row gets its own unit (the ratio is unitless).
+    def fmt_time(a, b):
+        name, scale = pick_unit([a, b])
+        return f"{fmt_num(a / scale)} {name}", f"{fmt_num(b / scale)} {name}"
+    body = [[r["label"], r["peer"], r["phase"], *fmt_time(r["a"], r["b"]),
+             f"{r['ratio']:.3f}", r["verdict"]] for r in rows]
     counts = {v: sum(r["verdict"] == v for r in rows)
               for v in ("faster", "slower", "not significant")}
-    text = render(["case", "peer", "phase", f"{name_a} ({name})", f"{name_b} ({name})",
-                   "B/A", "verdict"], body, align_left=3)
+    text = render(["case", "peer", "phase", name_a, name_b, "B/A", "verdict"], body,
+                  align_left=3)
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
     gm_text = "n/a" if gm is None else f"{gm:.3f} (B/A; <1 means B is faster)"
     return f"{text}\n\n{summary}\ngeometric mean of B/A over {len(rows)} rows: {gm_text}"

@@ -1,6 +1,8 @@
 """``--plot DIR``: PNG charts (needs matplotlib, an optional dependency)."""
 import os
 
+from .peers import PEERS
+
 
 def have_matplotlib():
     """True when matplotlib can be imported."""
@@ -30,7 +32,8 @@ def write_plots(doc, directory):
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(7, 5))
-        for peer, pts in sorted(series.items()):
+        for peer in [p for p in PEERS if p in series]:
+            pts = series[peer]
             pts.sort()
             ax.loglog([p[0] for p in pts], [p[1] for p in pts], marker="o", label=peer)
         ax.set_xlabel("N")
@@ -46,7 +49,8 @@ def write_plots(doc, directory):
     kern = [r for r in results if r["suite"] == "kernels"]
     if kern:
         labels = list(dict.fromkeys(r["label"].replace("kernels ", "") for r in kern))
-        peers = list(dict.fromkeys(r["peer"] for r in kern))
+        seen = {r["peer"] for r in kern}
+        peers = [p for p in PEERS if p in seen]  # same order as the tables
         width = 0.8 / max(len(peers), 1)
         fig, ax = plt.subplots(figsize=(max(8, len(labels) * 0.9), 5))
         for i, peer in enumerate(peers):

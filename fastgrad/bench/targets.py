@@ -51,7 +51,7 @@ def evaluate(records, exponents, ceiling):
         if e["peer"] == "fastgrad":
             add(f"{e['workload']} backward growth exponent (N {e['n_min']:g}.."
                 f"{e['n_max']:g}) <= 1.1", e["exponent"], 1.1,
-                higher_is_better=False, fmt="{:.2f}")
+                higher_is_better=False, fmt="{:.3f}")
     add("deep chain 1e5 backward: dezero/fastgrad >= 8x",
         _ratio(idx, "scaling deep 1e5", "dezero", "bwd"), 8)
     deep6 = idx.get(("scaling deep 1e6", "fastgrad"))
