@@ -13,7 +13,12 @@ from fastgrad.bench.cases import Case
 from fastgrad.bench.report import SCHEMA
 from fastgrad.bench.timing import fit_exponent, quantiles
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import fastgrad
+
+# The directory holding the fastgrad under test (site-packages after
+# `pip install .`, the work tree for an in-place build): the subprocesses
+# must import that one, not whatever the current directory offers.
+FASTGRAD_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
 HIDDEN = ("torch", "dezero", "autograd", "matplotlib")
 
 
@@ -185,13 +190,14 @@ def _env_without_peers(tmp_path):
         pkg.mkdir(parents=True)
         (pkg / "__init__.py").write_text(f"raise ImportError('{name} hidden by test')\n")
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(hide), REPO])
+    env["PYTHONPATH"] = os.pathsep.join([str(hide), FASTGRAD_PARENT])
     env.pop("FASTGRAD_BENCH_INJECT_FAULT", None)
     return env
 
 
 def _bench(args, env):
-    return subprocess.run([sys.executable, "-m", "fastgrad.bench", *args], cwd=REPO,
+    cwd = env["PYTHONPATH"].split(os.pathsep)[0]  # a directory without fastgrad/
+    return subprocess.run([sys.executable, "-m", "fastgrad.bench", *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=600)
 
 
