@@ -132,6 +132,10 @@ def parse_run_args(argv):
                              noise_threshold=args.noise)
     args.max_time = args.max_time or max_time
     args.suites = [s for s in SUITE_ORDER if s in (args.suite or DEFAULT_SUITES)]
+    if args.filter and not args.suite and not any(
+            "memory" in f or f in "memory" for f in args.filter):
+        # A --filter aimed at timing cases should not pay for the memory suite.
+        args.suites.remove("memory")
     args.peer_list = args.peers or list(PEERS)
     return args
 

@@ -141,7 +141,10 @@ def _cell(record, phase, scale, noise):
         return "skip", None
     if record["status"] == "failed":
         return "FAIL", None
-    ph = record["stats"]["phases"].get(phase)
+    phases = record["stats"]["phases"]
+    if phase == "total" and "bwd" not in phases:
+        return "", None  # forward-only peer (numpy): it has no fwd+bwd
+    ph = phases.get(phase)
     if ph is None:
         return "", None
     mark = "*" if record["stats"].get("single") else ("~" if is_noisy(ph, noise) else "")
