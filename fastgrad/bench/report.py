@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from .cases import fmt_n
 from .peers import PEERS, REFERENCE, version
 from .timing import is_noisy
 
@@ -223,8 +224,12 @@ def scaling_table(records, noise, exponents):
     lines = ["growth exponent of backward (least-squares slope of log t vs log N):"]
     for e in exponents:
         exp = "n/a" if e["exponent"] is None else f"{e['exponent']:.2f}"
+        if e["exponent"] is None:
+            continue  # a single N: nothing to fit
         lines.append(f"  {e['workload']:5s} {e['peer']:14s} {exp:>5s}  "
-                     f"(N {e['n_min']:g}..{e['n_max']:g}, {e['points']} points)")
+                     f"(N {fmt_n(e['n_min'])}..{fmt_n(e['n_max'])}, {e['points']} points)")
+    if len(lines) == 1:
+        return text  # no N range to fit
     return text + "\n" + "\n".join(lines)
 
 
