@@ -94,10 +94,10 @@ def build_run_parser():
     p.add_argument("--target", type=_positive, metavar="SECONDS",
                    help="aimed duration of one repeat (default 0.1; quick 0.02; full 0.2)")
     p.add_argument("--max-time", type=_positive, metavar="SECONDS",
-                   help="time budget of one iteration: scaling cells predicted to "
-                        "exceed it are skipped, and a cell whose warm-up iteration "
-                        "exceeds it keeps that single sample (default 1; quick "
-                        "0.25; full 10)")
+                   help="time budget of one iteration: a cell whose warm-up "
+                        "iteration exceeds it keeps that single sample, and scaling "
+                        "cells predicted to exceed 5x it are skipped (default 1; "
+                        "quick 0.25; full 10)")
     p.add_argument("--noise", type=_positive, default=0.10, metavar="FRACTION",
                    help="flag cells whose IQR/median exceeds this (default 0.1)")
     p.add_argument("--json", metavar="PATH", help="write raw timings and metadata here")

@@ -81,13 +81,18 @@ def _reference(case):
 
 
 class Budget:
-    """Skips cells predicted to take longer than ``max_time`` per iteration
-    (and :func:`measure` keeps a single sample when one iteration exceeds it).
+    """Skips scaling cells predicted to take longer than 5 x ``max_time`` per
+    iteration (and :func:`measure` keeps a single sample when one iteration
+    exceeds ``max_time``).
 
     The prediction extrapolates the last measured N of the same workload and
     peer with the growth exponent seen so far (at least 1), so a quadratic
     peer is stopped before it eats the whole run.
     """
+
+    # A cell over max_time still yields one sample; only cells predicted to
+    # be far over it are skipped.
+    SKIP_FACTOR = 5.0
 
     def __init__(self, max_time):
         self.max_time = max_time
@@ -112,9 +117,10 @@ class Budget:
         slope = fit_exponent([p[0] for p in pts[-2:]], [p[1] for p in pts[-2:]])
         slope = max(1.0, slope or 1.0)
         predicted = t0 * (n / n0) ** slope
-        if predicted > self.max_time:
+        limit = self.SKIP_FACTOR * self.max_time
+        if predicted > limit:
             reason = (f"predicted {predicted:.3g} s per iteration at N={n} "
-                      f"(growth ~N^{slope:.2f}) > --max-time {self.max_time:g} s")
+                      f"(growth ~N^{slope:.2f}) > {limit:g} s (5 x --max-time)")
             self.stopped[key] = f"skipped after N={n0}: " + reason
             return reason
         return None
