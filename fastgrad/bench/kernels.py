@@ -126,7 +126,7 @@ def build(case, peer, module):
         return Bench(State, [Phase("fwd", forward),
                              Phase("capture", lambda s: setattr(s, "out", {"z": s.z}),
                                    timed=False)],
-                     lambda s: s.out)
+                     lambda s: s.out, prewarm=True)
 
     if peer in ("fastgrad", "fastgrad-pure", "dezero"):
         V = module.Variable
@@ -143,7 +143,7 @@ def build(case, peer, module):
         return Bench(setup, [Phase("fwd", forward),
                              Phase("bwd", lambda s: s.z.backward()),
                              Phase("capture", capture, timed=False)],
-                     lambda s: s.out)
+                     lambda s: s.out, prewarm=True)
 
     if peer == "torch":
         torch = module
@@ -166,7 +166,7 @@ def build(case, peer, module):
 
         return Bench(setup, [Phase("fwd", forward), Phase("bwd", backward),
                              Phase("capture", capture, timed=False)],
-                     lambda s: s.out)
+                     lambda s: s.out, prewarm=True)
 
     if peer == "autograd":
         make_vjp = module["autograd"].make_vjp
@@ -187,7 +187,7 @@ def build(case, peer, module):
 
         return Bench(State, [Phase("fwd", forward), Phase("bwd", backward),
                              Phase("capture", capture, timed=False)],
-                     lambda s: s.out)
+                     lambda s: s.out, prewarm=True)
     raise KeyError(peer)
 
 

@@ -40,6 +40,10 @@ class Bench:
     setup: Callable
     phases: List[Phase]
     result: Callable = field(default=lambda state: {})
+    # One untimed iteration before anything is measured, for peers whose
+    # first call pays one-off costs (torch starts its thread pool on the
+    # first large op): otherwise an over-budget single sample would be that.
+    prewarm: bool = False
 
 
 @dataclass
@@ -119,6 +123,8 @@ def measure(bench: Bench, settings: Settings, repeats: Optional[int] = None,
     gc.collect()
     gc.disable()  # keep collector pauses out of the timings
     try:
+        if bench.prewarm:
+            _iteration(bench, [0.0] * len(bench.phases), capture=False)
         # Warm-up + correctness: one full iteration with capture.
         accum = [0.0] * len(bench.phases)
         f0 = _minflt()
