@@ -2,7 +2,9 @@
 import json
 import os
 import platform
+import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -47,6 +49,33 @@ def _blas_info():
         return {"error": repr(exc)}
 
 
+def _fastgrad_build():
+    """Which fastgrad was measured: its path, the compiled engine's mtime and,
+    for a git checkout, the commit and whether the tree had local changes."""
+    info = {}
+    try:
+        import fastgrad
+        from fastgrad import _core
+        info["path"] = os.path.dirname(fastgrad.__file__)
+        info["core_mtime"] = time.strftime(
+            "%Y-%m-%dT%H:%M:%S", time.gmtime(os.path.getmtime(_core.__file__)))
+    except Exception as exc:
+        info["error"] = repr(exc)
+        return info
+    repo = os.path.dirname(info["path"])
+    try:
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "fastgrad"],
+                               capture_output=True, text=True, timeout=5)
+        if head.returncode == 0:
+            info["git_commit"] = head.stdout.strip()
+            info["git_dirty"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
 def machine_metadata(peer_status):
     """Everything needed to judge whether two runs are comparable."""
     try:
@@ -71,6 +100,7 @@ def machine_metadata(peer_status):
         meta["loadavg"] = os.getloadavg()
     except OSError:
         pass
+    meta["fastgrad_build"] = _fastgrad_build()
     if "torch" in sys.modules:
         meta["torch_threads"] = sys.modules["torch"].get_num_threads()
     return meta
