@@ -217,22 +217,26 @@ cdef inline void _track(object o) noexcept:
 
 
 cdef object _sum_to(object g, tuple shape):
-    """Sum a broadcast gradient back to ``shape`` (DeZero's sum_to)."""
-    cdef Py_ssize_t nd = len(shape)
-    cdef Py_ssize_t lead = g.ndim - nd
-    if lead < 0:
-        # A smaller gradient than its input: broadcast it up (validated).
-        return np.array(np.broadcast_to(g, shape))
+    """Bring a gradient to its input's ``shape``.
+
+    A gradient of a shape the input broadcasts to is summed over the
+    broadcast axes (DeZero's sum_to); one that itself broadcasts to ``shape``
+    is broadcast up.  Anything else is a ValueError naming both shapes.
+    """
     gshape = g.shape
-    axes = tuple(range(lead)) + tuple([i + lead for i in range(nd)
-                                       if shape[i] == 1 and gshape[i + lead] != 1])
-    if axes:
+    try:
+        common = np.broadcast_shapes(shape, gshape)
+    except ValueError:
+        common = None
+    if common == gshape:
+        lead = len(gshape) - len(shape)
+        axes = tuple(range(lead)) + tuple([i + lead for i in range(len(shape))
+                                           if shape[i] == 1 and gshape[i + lead] != 1])
         g = g.sum(axis=axes, keepdims=True)
-        if lead:
-            g = g.reshape(g.shape[lead:])
-    if g.shape != shape:
-        raise ValueError(f"gradient of shape {gshape} cannot be summed to shape {shape}")
-    return _as_nd(g)
+        return _as_nd(g.reshape(shape) if lead else g)
+    if common == shape:
+        return np.array(np.broadcast_to(g, shape))
+    raise ValueError(f"gradient of shape {gshape} does not fit an input of shape {shape}")
 
 
 # ---------------------------------------------------------------- Variable
@@ -417,6 +421,10 @@ cdef class _Variable:
             Keep the gradients of intermediate variables (function outputs).
             By default they are cleared as soon as they have been used.
         """
+        if self._grad is not None and self._data is not None and (
+                self._grad.shape != self._data.shape):
+            raise ValueError(f"backward: the seed grad has shape {self._grad.shape} "
+                             f"but the variable has shape {self._data.shape}")
         if not self._has_grad():
             if self._lazy or _is_f64_scalar_array(self._data):
                 self._gv = 1.0
@@ -521,7 +529,7 @@ cdef class Function:
     ...         return 2 * self.inputs[0].data * gy
     """
     cdef object __weakref__
-    cdef list _inputs
+    cdef tuple _inputs          # a tuple: one allocation, items inline
     cdef object _meta           # (shape, dtype) of each output, several outputs only
     cdef PyObject* _out1        # the single output's borrowed pointer
     cdef PyObject** _outs       # several outputs' borrowed pointers, else NULL
@@ -551,11 +559,11 @@ cdef class Function:
         """The input Variables (a list), set while recording."""
         if self._inputs is None:
             raise AttributeError(f"'{type(self).__name__}' object has no attribute 'inputs'")
-        return self._inputs
+        return list(self._inputs)
 
     @inputs.setter
     def inputs(self, value):
-        self._inputs = list(value)
+        self._inputs = tuple(value)
         _track(self)
 
     @property
@@ -777,11 +785,11 @@ cdef object _call_scalar(Function f, int op, object a, object b):
     if _backprop_enabled():
         v0 = _operand_var(a, x0)
         if op == OP_NEG or op == OP_POW:
-            f._inputs = [v0]
+            f._inputs = (v0,)
             f._gen = v0._gen
         else:
             v1 = _operand_var(b, x1)
-            f._inputs = [v0, v1]
+            f._inputs = (v0, v1)
             f._gen = v0._gen if v0._gen > v1._gen else v1._gen
         _untrack(f._inputs)
         _untrack(f)
@@ -900,7 +908,7 @@ cdef object _call(Function f, tuple args):
     datas = []          # the operands' arrays, which set a Python scalar's dtype
     for a in args:
         d = (<_Variable>a)._get_data() if isinstance(a, _Variable) else a
-        if isinstance(d, _ndarray):
+        if isinstance(d, (_ndarray, np.generic)):
             datas.append(d)
     inputs = [_input_variable(f, a, datas) for a in args]
     xs = [(<_Variable>v)._get_data() for v in inputs]
@@ -921,7 +929,7 @@ cdef object _call(Function f, tuple args):
                 gen = (<_Variable>v)._gen
         f._gen = gen
         f._has_gen = True
-        f._inputs = inputs
+        f._inputs = tuple(inputs)
         f._set_outputs(outputs)
     return outputs[0] if len(outputs) == 1 else outputs
 
@@ -1149,7 +1157,7 @@ cdef bint _step_scalar(Function f, int op, bint retain_grad) except -1:
         gy = _array_value(out._grad)
     else:
         return False
-    cdef list inputs = f._inputs
+    cdef tuple inputs = f._inputs
     cdef Py_ssize_t nin = len(inputs)
     if nin != (1 if op == OP_NEG or op == OP_POW else 2):
         return False
@@ -1220,7 +1228,7 @@ cdef int _step_builtin(Function f, int op, bint retain_grad) except -1:
     gy = _take_output_grad(<_Variable>f._out1, retain_grad)
     if gy is None:
         return 0
-    cdef list inputs = f._inputs
+    cdef tuple inputs = f._inputs
     cdef bint owned = _exclusive(gy)
     if op == OP_ADD:
         _deliver(<_Variable>inputs[0], gy, owned)
@@ -1294,7 +1302,7 @@ cdef int _step_user(Function f, bint retain_grad) except -1:
     else:
         gxs = (r,)
     r = None
-    cdef list inputs = f._inputs
+    cdef tuple inputs = f._inputs
     if len(gxs) != len(inputs):
         raise ValueError(f"{type(f).__name__}.backward returned {len(gxs)} gradient(s) "
                          f"for {len(inputs)} input(s)")

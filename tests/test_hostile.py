@@ -612,9 +612,6 @@ def test_wrong_seed_gradients():
     ''')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a same-ndim gradient with size-1 axes is rejected ((1,) for a (3,) "
-    "input) while a fewer-ndim one is broadcast ((1,) for (2, 3), () for (3,))"))
 def test_smaller_gradient_is_handled_consistently():
     run_cases(r'''
     class Back(Function):
@@ -640,9 +637,6 @@ def test_smaller_gradient_is_handled_consistently():
     ''')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a seed grad whose shape differs from the output's (but broadcasts) "
-    "is silently summed into the inputs' grads instead of rejected"))
 def test_seed_of_wrong_shape_is_rejected():
     run_cases(r'''
     @case
