@@ -148,6 +148,7 @@ def no_grad():
 # ---------------------------------------------------------------- helpers
 
 cdef object _ndarray = np.ndarray
+cdef object _np_float64 = np.float64
 cdef object _float64 = np.dtype(np.float64)
 cdef tuple _empty_tuple = ()
 cdef object _dead_ref = None     # a weakref.ref whose referent is gone
@@ -1194,24 +1195,28 @@ cdef bint _step_scalar(Function f, int op, bint retain_grad) except -1:
     return True
 
 
+cdef inline bint _scalar_target(_Variable x) noexcept:
+    # x's value and grad are float64 scalars, so a scalar grad adds in C.
+    if not (x._lazy or _is_f64_scalar_array(x._data)):
+        return False
+    return x._glazy or x._grad is None or _is_f64_scalar_array(x._grad)
+
+
 cdef int _deliver_scalar(_Variable x, double g) except -1:
+    """``_deliver`` for a float64 scalar gradient."""
     if x._const:
         return 0        # an engine-made constant: nobody can ask for its grad
+    if not _scalar_target(x):
+        return _deliver(x, _scalar_array(g), True)
     if x._glazy:
         x._gv += g
     elif x._grad is None:
-        if x._lazy or _is_f64_scalar_array(x._data):
-            x._gv = g
-            x._glazy = True
-        else:
-            _deliver(x, _scalar_array(g), True)
-    elif _is_f64_scalar_array(x._grad) and _is_f64_scalar_array(x._data):
-        # x.grad + g as a new value; an array the user may hold is left alone.
+        x._gv = g
+    else:
+        # x.grad + g as a new value: an array the user may hold is left alone.
         x._gv = _array_value(x._grad) + g
         x._grad = None
-        x._glazy = True
-    else:
-        _deliver(x, _scalar_array(g), True)
+    x._glazy = True
     return 0
 
 
@@ -1269,6 +1274,14 @@ cdef int _step_user(Function f, bint retain_grad) except -1:
     cdef PyObject* o
     cdef PyObject** outs = f._out_ptrs()
     cdef bint any_grad = False
+    if n == 1:
+        o = outs[0]
+        if o == NULL or not (<_Variable>o)._has_grad():
+            return 0
+        gy = (<_Variable>o)._get_grad()
+        if not retain_grad:
+            _clear_grad(<_Variable>o)
+        return _deliver_user(f, [f.backward(gy)])
     gys = []
     for i in range(n):
         o = outs[i]
@@ -1292,9 +1305,18 @@ cdef int _step_user(Function f, bint retain_grad) except -1:
         for i in range(n):
             if outs[i] != NULL:
                 _clear_grad(<_Variable>outs[i])
-    r = f.backward(*gys)
-    gys = None
+    return _deliver_user(f, [f.backward(*gys)])
+
+
+cdef int _deliver_user(Function f, list box) except -1:
+    """Deliver what a user backward returned, one gradient per input.
+
+    The result comes in a one-item list so that this function holds its only
+    reference: reference counts then tell which arrays nobody else can see.
+    """
+    cdef Py_ssize_t i
     cdef tuple gxs
+    r = box.pop()
     if type(r) is tuple:
         gxs = <tuple>r
     elif isinstance(r, list):
@@ -1332,6 +1354,12 @@ cdef int _deliver(_Variable x, object gx, bint owned) except -1:
     """
     if x._const:
         return 0
+    if not _pure and _scalar_target(x):
+        # User backward code on 0-d arrays returns NumPy float64 scalars.
+        if type(gx) is _np_float64:
+            return _deliver_scalar(x, <double>gx)
+        if _is_f64_scalar_array(gx):
+            return _deliver_scalar(x, _array_value(gx))
     if type(gx) is not _ndarray:
         if isinstance(gx, (_ndarray, np.generic, bool, int, float, complex)):
             gx = np.asarray(gx)
@@ -1340,15 +1368,14 @@ cdef int _deliver(_Variable x, object gx, bint owned) except -1:
             raise TypeError(f"a gradient must be an ndarray or a number, not {type(gx).__name__}")
     data = x._get_data()
     if data is not None:
-        shape = data.shape
-        if gx.shape != shape:
-            gx = _sum_to(gx, shape)
+        if not cnp.PyArray_SAMESHAPE(gx, data):
+            gx = _sum_to(gx, data.shape)
             owned = True
-        dtype = data.dtype
-        if gx.dtype != dtype and dtype.kind in "fc":
-            gx = gx.astype(dtype)
+        if cnp.PyArray_TYPE(gx) != cnp.PyArray_TYPE(data) and (
+                cnp.PyArray_ISFLOAT(data) or cnp.PyArray_ISCOMPLEX(data)):
+            gx = gx.astype(data.dtype)      # a grad has its variable's dtype
             owned = True
-    if gx.dtype.hasobject:
+    if cnp.PyArray_ISOBJECT(gx):
         _track(x)
     if x._glazy:
         x._get_grad()
