@@ -1,6 +1,7 @@
 """Command line: ``fastgrad-bench [options]`` and ``fastgrad-bench compare``."""
 import argparse
 import gc
+import os
 import sys
 import time
 
@@ -174,6 +175,7 @@ def run(argv):
               "(pip install matplotlib)", file=sys.stderr)
         return 2
     started = time.time()
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     available = _availability(args.peer_list)
     _freeze_heap()
     for peer, (ok, reason) in available.items():
@@ -236,6 +238,7 @@ def run(argv):
 
     doc["machine"] = report.machine_metadata(report.peer_versions(available))
     doc["machine"]["fastgrad_PURE_in_parent"] = runner._engine_pure_flag()
+    doc["machine"]["loadavg_start"] = load_start  # a busy machine explains noise
     doc["elapsed_seconds"] = time.time() - started
     noisy = [f"{r['label']} {r['peer']} {ph}" for r in doc["results"]
              if r["status"] == "ok" for ph, st in r["stats"]["phases"].items()
