@@ -485,8 +485,18 @@ class Variable(_Variable):
 _VarClass = Variable
 
 
+cdef extern from *:
+    """
+    /* type->tp_new without looking up and calling __new__ from Python */
+    static PyObject *fastgrad_tp_new(PyObject *type, PyObject *args) {
+        return ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, args, NULL);
+    }
+    """
+    object _tp_new "fastgrad_tp_new"(object type, object args)
+
+
 cdef inline _Variable _new_var():
-    return <_Variable>_Variable.__new__(_VarClass)
+    return <_Variable>_tp_new(_VarClass, _empty_tuple)
 
 
 cdef inline _Variable _lazy_var(double v):
