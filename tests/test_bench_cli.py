@@ -101,6 +101,7 @@ def _scaling_record(workload, peer, n, bwd):
 def test_growth_exponents_use_large_n():
     recs = [_scaling_record("wide", "dezero", n, 1e-7 * n ** 2)
             for n in (100, 1000, 10_000)]
+    recs.append(_scaling_record("wide", "dezero", 10 ** 6, 1e9))  # outside 1e3..1e5
     # A tiny-N point off the curve must not bend the fit (N >= 1000 is used).
     recs[0]["stats"]["phases"]["bwd"]["median"] = 1.0
     (e,) = runner.growth_exponents(recs)
@@ -248,6 +249,13 @@ def test_json_schema(quick_run):
     kern = [r for r in doc["results"] if r["suite"] == "kernels" and r["status"] == "ok"]
     assert all(r["gbps"]["fwd"] > 0 for r in kern)
     assert doc["stream_ceiling"] and doc["stream_ceiling"][0]["gbps"] > 0
+
+
+def test_show_rerenders_a_run(quick_run, capsys):
+    proc, path = quick_run
+    assert cli.main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "== overhead" in out and "== scaling" in out and "engine-speed targets" in out
 
 
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path):

@@ -70,8 +70,9 @@ def build_run_parser():
         prog="fastgrad-bench",
         description="Benchmark fastgrad against NumPy, DeZero (stage 2), PyTorch, "
                     "autograd and fastgrad's pure-Python mode, in one sitting.",
-        epilog="Compare two recorded runs: fastgrad-bench compare A.json B.json "
-               "(see 'fastgrad-bench compare --help').  Exit codes: 0 ok, 1 failed "
+        epilog="Compare two recorded runs: fastgrad-bench compare A.json B.json; "
+               "print a recorded run again: fastgrad-bench show RUN.json (each has "
+               "--help).  Exit codes: 0 ok, 1 failed "
                "correctness check or crashed peer, 2 bad arguments.",)
     p.add_argument("--suite", action="append", choices=SUITE_ORDER, metavar="NAME",
                    help=f"suite to run, repeatable; one of {', '.join(SUITE_ORDER)} "
@@ -284,13 +285,57 @@ def compare(argv):
     return 0
 
 
+def build_show_parser():
+    """Parser of ``fastgrad-bench show``."""
+    p = argparse.ArgumentParser(
+        prog="fastgrad-bench show",
+        description="Print the tables (and targets) of a recorded --json run again.")
+    p.add_argument("path", metavar="RUN.json")
+    p.add_argument("--noise", type=_positive, default=0.10, metavar="FRACTION",
+                   help="flag cells whose IQR/median exceeds this (default 0.1)")
+    return p
+
+
+def show(argv):
+    """``fastgrad-bench show``: re-render a recorded run; returns the exit code."""
+    args = build_show_parser().parse_args(argv)
+    try:
+        doc = compare_mod.load(args.path)
+    except (OSError, ValueError) as exc:
+        print(f"fastgrad-bench show: error: {exc}", file=sys.stderr)
+        return 2
+    print(render_document(doc, args.noise))
+    return 0
+
+
+def render_document(doc, noise):
+    """All tables of a results document, as the run printed them."""
+    records = doc["results"]
+    exps = runner.growth_exponents(records)
+    blocks = [report.overhead_table(records, noise),
+              report.scaling_table(records, noise, exps),
+              report.kernels_tables(records, noise, doc.get("stream_ceiling")),
+              report.memory_table(doc.get("memory"))]
+    for i, suite in enumerate(("overhead", "scaling", "kernels")):
+        skips = report.skipped_lines([r for r in records if r["suite"] == suite])
+        if blocks[i] and skips:
+            blocks[i] += "\n" + "\n".join(skips)
+    if records:
+        blocks.append(targets.format_targets(
+            targets.evaluate(records, exps, doc.get("stream_ceiling"))))
+    return "\n\n".join(b for b in blocks if b)
+
+
 def main(argv=None):
-    """Console entry point: ``fastgrad-bench [run] ...``, ``compare A B``."""
+    """Console entry point: ``fastgrad-bench [run] ...``, ``compare A B``,
+    ``show RUN``."""
     if argv is None:
         argv = sys.argv[1:]
     argv = list(argv)
     if argv and argv[0] == "compare":
         return compare(argv[1:])
+    if argv and argv[0] == "show":
+        return show(argv[1:])
     if argv and argv[0] == "_worker":  # internal: the fastgrad-pure child process
         return runner.worker_main()
     if argv and argv[0] == "run":

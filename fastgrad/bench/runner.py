@@ -283,11 +283,11 @@ def _pure_unavailable():
     return None
 
 
-def growth_exponents(records, phase="bwd", min_n=1000):
+def growth_exponents(records, phase="bwd", min_n=1_000, max_n=100_000):
     """Fitted exponent of ``phase`` time vs N per (workload, peer).
 
-    Uses points with N >= ``min_n`` when there are at least two of them,
-    otherwise all points.
+    Uses the points with ``min_n <= N <= max_n`` (the targets' 10^3..10^5
+    window) when there are at least two of them, otherwise all points.
     """
     series = {}
     for r in records:
@@ -298,7 +298,7 @@ def growth_exponents(records, phase="bwd", min_n=1000):
     out = []
     for (workload, peer), pts in sorted(series.items()):
         pts.sort()
-        big = [p for p in pts if p[0] >= min_n]
+        big = [p for p in pts if min_n <= p[0] <= max_n]
         use = big if len(big) >= 2 else pts
         slope = fit_exponent([p[0] for p in use], [p[1] for p in use])
         out.append({"workload": workload, "peer": peer, "phase": phase,

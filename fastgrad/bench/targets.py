@@ -8,6 +8,7 @@ import math
 
 from .cases import fmt_n
 from .compare import geomean
+from .report import fmt_ratio
 
 
 def _median(index, label, peer, phase):
@@ -29,13 +30,14 @@ def evaluate(records, exponents, ceiling):
     idx = {(r["label"], r["peer"]): r for r in records}
     out = []
 
-    def add(text, value, threshold, higher_is_better=True, fmt="{:.3g}x"):
+    def add(text, value, threshold, higher_is_better=True, fmt=None):
         if value is None:
-            ok = None
+            ok, shown = None, "n/a"
         else:
             ok = value >= threshold if higher_is_better else value <= threshold
+            shown = fmt.format(value) if fmt else fmt_ratio(value)
         out.append({"target": text, "value": value, "threshold": threshold,
-                    "ok": ok, "shown": "n/a" if value is None else fmt.format(value)})
+                    "ok": ok, "shown": shown})
 
     for label, name in (("overhead goldstein", "Goldstein-Price"),
                         ("overhead chain 1e3", "1000-step chain")):
