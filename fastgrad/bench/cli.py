@@ -178,6 +178,8 @@ def run(argv):
     started = time.time()
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     available = _availability(args.peer_list)
+    # Read now, not at the end: the in-place build may be replaced mid-run.
+    build = report.fastgrad_build()
     _freeze_heap()
     for peer, (ok, reason) in available.items():
         if not ok:
@@ -240,6 +242,7 @@ def run(argv):
     doc["machine"] = report.machine_metadata(report.peer_versions(available))
     doc["machine"]["fastgrad_PURE_in_parent"] = runner._engine_pure_flag()
     doc["machine"]["loadavg_start"] = load_start  # a busy machine explains noise
+    doc["machine"]["fastgrad_build"] = build
     doc["elapsed_seconds"] = time.time() - started
     noisy = [f"{r['label']} {r['peer']} {ph}" for r in doc["results"]
              if r["status"] == "ok" for ph, st in r["stats"]["phases"].items()

@@ -49,7 +49,7 @@ def _blas_info():
         return {"error": repr(exc)}
 
 
-def _fastgrad_build():
+def fastgrad_build():
     """Which fastgrad was measured: its path, the compiled engine's mtime and,
     for a git checkout, the commit and whether the tree had local changes."""
     info = {}
@@ -100,7 +100,6 @@ def machine_metadata(peer_status):
         meta["loadavg"] = os.getloadavg()
     except OSError:
         pass
-    meta["fastgrad_build"] = _fastgrad_build()
     if "torch" in sys.modules:
         meta["torch_threads"] = sys.modules["torch"].get_num_threads()
     return meta
