@@ -1,6 +1,5 @@
 """Tests of the fastgrad-bench CLI (no timing thresholds anywhere)."""
 import json
-import math
 import os
 import subprocess
 import sys
