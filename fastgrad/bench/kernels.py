@@ -205,7 +205,15 @@ def stream_ceiling(size, settings: Settings):
     try:
         from fastgrad import _ops
         triad = _ops.stream_triad
-    except Exception as exc:  # kernels not built yet, or no triad
+        # A small trial call: a changed signature or a wrong result must not
+        # crash the run or yield a bogus ceiling.
+        t_a, t_b, t_c = np.zeros(1000), np.ones(1000), np.full(1000, 2.0)
+        for nthreads in (1, 2):
+            t_a[:] = 0.0
+            triad(t_a, t_b, t_c, 3.0, nthreads)
+            if not np.allclose(t_a, 7.0):
+                raise ValueError(f"stream_triad(..., {nthreads}) computed a wrong result")
+    except Exception as exc:  # kernels not built yet, no triad, or broken
         triad = None
         reason = f"fastgrad._ops.stream_triad unavailable ({exc!r})"
     quick = Settings(target=min(settings.target, 0.1), repeats=settings.repeats)
