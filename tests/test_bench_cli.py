@@ -286,3 +286,32 @@ def test_plots_written(tmp_path):
     paths = write_plots(doc, str(tmp_path / "plots"))
     assert [os.path.basename(p) for p in paths] == ["scaling_deep.png", "kernels_gbps.png"]
     assert all(os.path.getsize(p) > 0 for p in paths)
+
+
+# --------------------------------------------------------------------------
+# robustness: broken peers and a broken ceiling kernel
+# --------------------------------------------------------------------------
+def test_stream_ceiling_falls_back_when_triad_is_wrong(monkeypatch):
+    from fastgrad.bench import kernels
+    from fastgrad.bench.timing import Settings
+    try:
+        from fastgrad import _ops
+    except ImportError:
+        pytest.skip("fastgrad._ops not built")
+    monkeypatch.setattr(_ops, "stream_triad", lambda a, b, c, s, n: None, raising=False)
+    (only,) = kernels.stream_ceiling(10_000, Settings(target=0.001, repeats=1))
+    assert "estimate" in only["method"] and "wrong result" in only["note"]
+
+
+def test_a_peer_that_raises_is_a_failure(monkeypatch):
+    from fastgrad.bench import overhead
+    from fastgrad.bench.timing import Settings
+
+    def broken(case, peer, module):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(overhead, "build", broken)
+    case = overhead.cases(None)[0]
+    record = runner.run_task(case, "numpy", Settings(target=0.001, repeats=1),
+                             runner.Budget(1.0))
+    assert record["status"] == "failed" and "boom" in record["reason"]
