@@ -13,11 +13,17 @@ The child reports every failing case (not only the first) on stderr.
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import fastgrad
+
+# The directory holding the fastgrad under test (site-packages after
+# `pip install .`, the work tree for an in-place build): the children must
+# import that one, not the source tree of the current directory.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
 
 PRELUDE = r'''
 import gc, sys, traceback, warnings, weakref
@@ -99,7 +105,7 @@ def run_cases(code, env_extra=None, timeout=120):
     env.update(env_extra or {})
     src = PRELUDE + textwrap.dedent(code) + EPILOGUE
     p = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
-                       timeout=timeout, env=env, cwd=ROOT)
+                       timeout=timeout, env=env, cwd=tempfile.gettempdir())
     assert p.returncode == 0, (
         f"child exited with {p.returncode}"
         + (" (killed by a signal: a crash)" if p.returncode < 0 else "")
