@@ -59,6 +59,9 @@ if [ "$WANT_ASAN" != "0" ]; then
     fi
 fi
 
+# The venv got fastgrad through an isolated build: bring the build tools in.
+"$PY" -m pip install --quiet 'Cython>=3' 'setuptools>=64' wheel 'numpy>=2'
+
 export FASTGRAD_DEBUG_BUILD=1
 
 check_import() {
