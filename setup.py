@@ -30,7 +30,14 @@ common = dict(
 
 extensions = [
     Extension("fastgrad._core", ["fastgrad/_core.pyx"], **common),
-    Extension("fastgrad._ops", ["fastgrad/_ops.pyx"], **common),
+    # OpenMP: large loops split across two threads (prange); see _ops.pyx.
+    Extension(
+        "fastgrad._ops", ["fastgrad/_ops.pyx"],
+        include_dirs=common["include_dirs"],
+        define_macros=common["define_macros"],
+        extra_compile_args=common["extra_compile_args"] + ["-fopenmp"],
+        extra_link_args=["-fopenmp"],
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))
