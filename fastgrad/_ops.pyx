@@ -77,9 +77,9 @@ cdef inline floating _cpow(floating x, floating e) noexcept nogil:
         return c_pow(x, e)
 
 
-cdef inline floating _ipos(floating x, int n) noexcept nogil:
+cdef inline double _ipos(double x, int n) noexcept nogil:
     """x ** n for 0 <= n <= 4 by repeated multiplication."""
-    cdef floating t
+    cdef double t
     if n == 0:
         return 1
     elif n == 1:
@@ -92,21 +92,53 @@ cdef inline floating _ipos(floating x, int n) noexcept nogil:
     return t * t
 
 
-cdef inline floating _powi(floating x, int n) noexcept nogil:
+cdef inline double _recip(double t, double x, int m) noexcept nogil:
+    """1 / t where t = x ** m (times sqrt(x) for half-integers).
+
+    One division keeps the error near 1 ulp; but where t overflowed or went
+    subnormal the true reciprocal may still be finite/nonzero, so take
+    (1 / x) ** m there (also right for 0, inf and nan).
+    """
+    if 2.2250738585072014e-308 <= fabs(t) <= 1.7976931348623157e308:
+        return 1 / t
+    return _ipos(1 / x, m)
+
+
+cdef inline double _powi_d(double x, int n) noexcept nogil:
     """x ** n for -4 <= n <= 4, n != 0."""
     if n > 0:
         return _ipos(x, n)
-    # Reciprocal first: 1 / x**|n| would overflow to inf (giving 0) where
-    # the true result is still a nonzero subnormal.
-    return _ipos(1 / x, -n)
+    return _recip(_ipos(x, -n), x, -n)
+
+
+cdef inline double _powh_d(double x, int k) noexcept nogil:
+    """x ** (k + 0.5) for x > 0, -4 <= k <= 3."""
+    cdef double s = sqrt(x)
+    cdef double t
+    if k >= 0:
+        return _ipos(x, k) * s
+    t = _ipos(x, -k - 1) * s
+    if 2.2250738585072014e-308 <= t <= 1.7976931348623157e308:
+        return 1 / t
+    return _ipos(1 / x, -k - 1) * (1 / s)
+
+
+cdef inline floating _powi(floating x, int n) noexcept nogil:
+    # float32 is computed in double and rounded once: then it is correctly
+    # rounded but for rare near-ties, i.e. it matches NumPy's powf.
+    if floating is float:
+        return <float>_powi_d(<double>x, n)
+    else:
+        return _powi_d(x, n)
 
 
 cdef inline floating _powh(floating x, int k, floating e) noexcept nogil:
     """x ** e with e = k + 0.5, -4 <= k <= 3."""
     if x > 0:
-        if k >= 0:
-            return _ipos(x, k) * _sqrt(x)
-        return _ipos(1 / x, -k - 1) * (1 / _sqrt(x))
+        if floating is float:
+            return <float>_powh_d(<double>x, k)
+        else:
+            return _powh_d(x, k)
     # 0, -0, negatives, -inf, nan: pow() has the C99 special cases NumPy gives
     # (sqrt alone would get -0 and -inf wrong).
     return _cpow(x, e)
@@ -218,18 +250,23 @@ cdef bint _exponent(object c, int t, double* value):
 
 
 cdef int _plan(double e, int* n) noexcept:
-    """How to compute x ** e: mode P_*, with n the integer part where used."""
+    """How to compute x ** e: mode P_*, with n the integer part where used.
+
+    The special-cased range is where the float64 error stays within 4 ulp
+    of NumPy for pow and pow_backward (measured): integers -3..4 and
+    half-integers -1.5..3.5.  Other exponents call pow().
+    """
     cdef double h
     n[0] = 0
     if e == 0:
         return P_ZERO
     if e == 0.5:
         return P_SQRT
-    if fabs(e) <= 4 and e == <int>e:
+    if -3 <= e <= 4 and e == <int>e:
         n[0] = <int>e
         return P_INT
     h = e - 0.5
-    if -4 <= h <= 3 and h == <int>h:
+    if -2 <= h <= 3 and h == <int>h:
         n[0] = <int>h
         return P_HALF
     return P_GEN
@@ -447,9 +484,6 @@ cdef void _pow_loop(const floating[::1] x, floating[::1] o, int mode, int k, flo
         elif k == 2:
             for i in range(lo, hi):
                 o[i] = x[i] * x[i]
-        elif k == 3:
-            for i in range(lo, hi):
-                o[i] = x[i] * x[i] * x[i]
         else:
             for i in range(lo, hi):
                 o[i] = _powi(x[i], k)
