@@ -32,6 +32,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf, fabs, powf
 from libc.math cimport pow as c_pow
+from libc.stdint cimport uintptr_t
+from libc.stdlib cimport free
 from libc.string cimport memcmp
 
 import numpy as np
@@ -43,7 +45,7 @@ cnp.import_array()
 __all__ = [
     "add", "sub", "mul", "div", "neg", "pow",
     "mul_backward", "div_backward", "pow_backward", "neg_backward",
-    "stream_triad",
+    "stream_triad", "buffer_cache_info", "set_buffer_cache", "clear_buffer_cache",
 ]
 
 # Loops over at least this many elements run on two threads; below it the
@@ -57,6 +59,16 @@ cdef enum:
 
 cdef object _result_type = np.result_type
 cdef double _FLT_MAX = 3.4028234663852886e38
+# Below this many elements, an op with nothing to fuse (add, mul forward,
+# x ** 2, ...) goes to NumPy's operator: its runtime-dispatched AVX2 loops
+# beat these baseline-ISA loops on cache-resident data, and only the threads
+# and the buffer cache make a difference above it.
+cdef Py_ssize_t _NUMPY_MAX = 1 << 17
+
+
+cdef inline object _arr(object r):
+    """NumPy gives a scalar for 0-d operands; the contract is an ndarray."""
+    return r if cnp.PyArray_CheckExact(r) else np.asarray(r)
 
 
 # ---------------------------------------------------------------------------
@@ -212,10 +224,6 @@ cdef inline object _empty(cnp.ndarray like):
                   cnp.PyArray_TYPE(like))
 
 
-cdef object _alloc(int nd, cnp.npy_intp* dims, int t):
-    return cnp.PyArray_EMPTY(nd, dims, t, 0)
-
-
 cdef bint _exponent(object c, int t, double* value):
     """Read a scalar exponent whose promotion with dtype ``t`` keeps ``t``.
 
@@ -270,6 +278,149 @@ cdef int _plan(double e, int* n) noexcept:
         n[0] = <int>h
         return P_HALF
     return P_GEN
+
+
+# ---------------------------------------------------------------------------
+# Result buffers.  A fresh large NumPy array is mmap'd and every page is
+# faulted in on first write (then unmapped again on free): at 10^6..10^7
+# elements that costs about as much as the loop itself.  Large kernel results
+# therefore come from a small bounded cache of blocks: the array's base is a
+# _Block that gives the memory back to the cache when the array dies.  The
+# process-wide allocator is untouched, and blocks are reported to tracemalloc
+# in NumPy's domain while an array uses them.
+# ---------------------------------------------------------------------------
+
+cdef extern from "Python.h":
+    int PyTraceMalloc_Track(unsigned int domain, uintptr_t ptr, size_t size)
+    int PyTraceMalloc_Untrack(unsigned int domain, uintptr_t ptr)
+
+cdef extern from "sys/mman.h" nogil:
+    int madvise(void* addr, size_t length, int advice)
+    int MADV_HUGEPAGE
+
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void** memptr, size_t alignment, size_t size)
+
+DEF _CACHE_SLOTS = 8
+
+cdef unsigned int _NPY_DOMAIN = np.lib.tracemalloc_domain
+# Results smaller than this use NumPy's allocator (its small-block cache is fine).
+cdef size_t _CACHE_MIN_BYTES = 1 << 20
+cdef int _cache_max_entries = 4
+cdef size_t _cache_max_bytes = 256 << 20
+cdef void* _cache_ptr[_CACHE_SLOTS]
+cdef size_t _cache_size[_CACHE_SLOTS]
+cdef int _cache_n = 0
+cdef size_t _cache_bytes = 0
+
+
+cdef class _Block:
+    """Owner (``ndarray.base``) of a cached result buffer."""
+    cdef void* ptr
+    cdef size_t size
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            PyTraceMalloc_Untrack(_NPY_DOMAIN, <uintptr_t>self.ptr)
+            _cache_put(self.ptr, self.size)
+            self.ptr = NULL
+
+
+cdef void _cache_put(void* ptr, size_t size) noexcept:
+    global _cache_n, _cache_bytes
+    if _cache_n < _cache_max_entries and _cache_bytes + size <= _cache_max_bytes:
+        _cache_ptr[_cache_n] = ptr
+        _cache_size[_cache_n] = size
+        _cache_n += 1
+        _cache_bytes += size
+    else:
+        free(ptr)
+
+
+cdef void* _cache_take(size_t nbytes, size_t* size) noexcept:
+    """A cached block of nbytes .. nbytes * 9 / 8 bytes, or NULL."""
+    global _cache_n, _cache_bytes
+    cdef int i
+    for i in range(_cache_n - 1, -1, -1):   # most recently freed first: still hot
+        if nbytes <= _cache_size[i] <= nbytes + nbytes // 8:
+            ptr = _cache_ptr[i]
+            size[0] = _cache_size[i]
+            _cache_bytes -= _cache_size[i]
+            _cache_n -= 1
+            _cache_ptr[i] = _cache_ptr[_cache_n]
+            _cache_size[i] = _cache_size[_cache_n]
+            return ptr
+    return NULL
+
+
+cdef object _alloc(int nd, cnp.npy_intp* dims, int t):
+    """Uninitialised C-contiguous array; large ones come from the block cache."""
+    cdef size_t nbytes = 8 if t == cnp.NPY_DOUBLE else 4
+    cdef size_t size = 0
+    cdef void* ptr
+    cdef int i
+    cdef _Block block
+    for i in range(nd):
+        nbytes *= <size_t>dims[i]
+    if nbytes < _CACHE_MIN_BYTES or _cache_max_entries == 0:
+        return cnp.PyArray_EMPTY(nd, dims, t, 0)
+    ptr = _cache_take(nbytes, &size)
+    if ptr == NULL:
+        size = nbytes
+        # 2 MiB alignment lets transparent huge pages back the whole block,
+        # as NumPy's own allocator arranges with madvise for large arrays.
+        if posix_memalign(&ptr, 1 << 21, size) != 0:
+            return cnp.PyArray_EMPTY(nd, dims, t, 0)   # let NumPy raise MemoryError
+        madvise(ptr, size, MADV_HUGEPAGE)
+    block = _Block.__new__(_Block)
+    block.ptr = ptr
+    block.size = size
+    arr = cnp.PyArray_SimpleNewFromData(nd, dims, t, ptr)
+    cnp.set_array_base(arr, block)
+    PyTraceMalloc_Track(_NPY_DOMAIN, <uintptr_t>ptr, size)
+    return arr
+
+
+def buffer_cache_info():
+    """Return the result-buffer cache state as a dict.
+
+    Keys: ``entries`` and ``bytes`` (blocks held now), ``max_entries``,
+    ``max_bytes`` (bounds) and ``min_bytes`` (results below it bypass the
+    cache).
+    """
+    return dict(entries=_cache_n, bytes=_cache_bytes, max_entries=_cache_max_entries,
+                max_bytes=_cache_max_bytes, min_bytes=_CACHE_MIN_BYTES)
+
+
+def set_buffer_cache(max_entries=None, max_bytes=None):
+    """Set the cache bounds (``max_entries=0`` disables it) and trim to them."""
+    global _cache_max_entries, _cache_max_bytes
+    if max_entries is not None:
+        if not 0 <= max_entries <= _CACHE_SLOTS:
+            raise ValueError(f"max_entries must be in 0..{_CACHE_SLOTS}")
+        _cache_max_entries = max_entries
+    if max_bytes is not None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        _cache_max_bytes = max_bytes
+    _trim()
+
+
+def clear_buffer_cache():
+    """Free every cached block (arrays in use are not affected)."""
+    global _cache_n, _cache_bytes
+    while _cache_n:
+        _cache_n -= 1
+        free(_cache_ptr[_cache_n])
+    _cache_bytes = 0
+
+
+cdef void _trim() noexcept:
+    global _cache_n, _cache_bytes
+    while _cache_n and (_cache_n > _cache_max_entries or _cache_bytes > _cache_max_bytes):
+        _cache_n -= 1
+        _cache_bytes -= _cache_size[_cache_n]
+        free(_cache_ptr[_cache_n])
 
 
 # ---------------------------------------------------------------------------
@@ -578,6 +729,8 @@ cdef object _binary(int op, object x0, object x1):
         like = x1
     else:
         return None
+    if cnp.PyArray_SIZE(<cnp.ndarray>like) < _NUMPY_MAX:
+        return None
     out = _empty(<cnp.ndarray>like)
     if t == cnp.NPY_DOUBLE:
         _binary_run[double](op, mode, _flat(x0), _flat(x1), _flat(out))
@@ -589,32 +742,32 @@ cdef object _binary(int op, object x0, object x1):
 def add(x0, x1):
     """Return ``x0 + x1`` as an ndarray (see :func:`fastgrad._reference.add`)."""
     r = _binary(ADD, x0, x1)
-    return _ref.add(x0, x1) if r is None else r
+    return _arr(x0 + x1) if r is None else r
 
 
 def sub(x0, x1):
     """Return ``x0 - x1`` as an ndarray."""
     r = _binary(SUB, x0, x1)
-    return _ref.sub(x0, x1) if r is None else r
+    return _arr(x0 - x1) if r is None else r
 
 
 def mul(x0, x1):
     """Return ``x0 * x1`` as an ndarray."""
     r = _binary(MUL, x0, x1)
-    return _ref.mul(x0, x1) if r is None else r
+    return _arr(x0 * x1) if r is None else r
 
 
 def div(x0, x1):
     """Return ``x0 / x1`` as an ndarray."""
     r = _binary(DIV, x0, x1)
-    return _ref.div(x0, x1) if r is None else r
+    return _arr(x0 / x1) if r is None else r
 
 
 def neg(x):
     """Return ``-x`` as an ndarray."""
     cdef int t = _ftype(x)
-    if t < 0:
-        return _ref.neg(x)
+    if t < 0 or cnp.PyArray_SIZE(<cnp.ndarray>x) < _NUMPY_MAX:
+        return _arr(-x)
     out = _empty(<cnp.ndarray>x)
     if t == cnp.NPY_DOUBLE:
         _neg_run[double](_flat(x), _flat(out))
@@ -626,8 +779,8 @@ def neg(x):
 def neg_backward(gy, out=None):
     """Return ``-gy``, written into ``out`` when it fits."""
     cdef int t = _ftype(gy)
-    if t < 0:
-        return _ref.neg_backward(gy)
+    if t < 0 or cnp.PyArray_SIZE(<cnp.ndarray>gy) < _NUMPY_MAX:
+        return _arr(-gy)
     if not _out_ok(out, t, <cnp.ndarray>gy, gy, None, None):
         out = _empty(<cnp.ndarray>gy)
     if t == cnp.NPY_DOUBLE:
@@ -661,8 +814,8 @@ def mul_backward(gy, x0, x1, out=None):
     """
     cdef int t = _ftype(gy)
     cdef int mode = _backward_mode(gy, x0, x1, t)
-    if mode < 0:
-        return _ref.mul_backward(gy, x0, x1)
+    if mode < 0 or cnp.PyArray_SIZE(<cnp.ndarray>gy) < _NUMPY_MAX:
+        return _arr(gy * x1), _arr(gy * x0)
     if not _out_ok(out, t, <cnp.ndarray>gy, gy, x0, x1):
         out = _empty(<cnp.ndarray>gy)
     o1 = _empty(<cnp.ndarray>gy)
@@ -708,6 +861,9 @@ def pow(x, c):
     if t < 0 or not _exponent(c, t, &e):
         return _ref.pow(x, c)
     mode = _plan(e, &k)
+    if ((mode == P_SQRT or (mode == P_INT and (k == 1 or k == 2 or k == -1)))
+            and cnp.PyArray_SIZE(<cnp.ndarray>x) < _NUMPY_MAX):
+        return _arr(x ** c)   # NumPy's own fast paths: sqrt, square, reciprocal
     out = _empty(<cnp.ndarray>x)
     if t == cnp.NPY_DOUBLE:
         _pow_run[double](_flat(x), _flat(out), mode, k, e)
