@@ -22,8 +22,9 @@ signed-zero results.
 Notes
 -----
 The compiled path raises no floating-point warnings (``np.errstate`` has no
-effect on it).  Arrays of at least ``_PAR_MIN`` elements are split across two
-OpenMP threads.  Large results are allocated through a small bounded cache of
+effect on it).  Loops can be split across two OpenMP threads above a size
+threshold, but that is off by default: it lost on the shared 2-core machine
+it was measured on.  Large results are allocated through a small bounded cache of
 buffers (see :func:`buffer_cache_info`) to avoid page-faulting fresh memory on
 every call.
 """
@@ -48,9 +49,12 @@ __all__ = [
     "stream_triad", "buffer_cache_info", "set_buffer_cache", "clear_buffer_cache",
 ]
 
-# Loops over at least this many elements run on two threads; below it the
-# OpenMP fork/join costs more than the second core's bandwidth gives.
-cdef Py_ssize_t _PAR_MIN = 1 << 17
+# Loops over at least this many elements run on two OpenMP threads.  Off by
+# default (2**62): on the shared 2-core target the second thread is usually
+# not scheduled promptly and fwd+bwd came out 1.1-10x *slower* with the split
+# at 2**17 (medians, interleaved runs, 10^6 and 10^7 elements).
+# _set_par_min(1 << 17) turns it on where a core is really free.
+cdef Py_ssize_t _PAR_MIN = 1 << 62
 
 cdef enum:
     ADD, SUB, MUL, DIV
@@ -379,6 +383,14 @@ cdef object _alloc(int nd, cnp.npy_intp* dims, int t):
     cnp.set_array_base(arr, block)
     PyTraceMalloc_Track(_NPY_DOMAIN, <uintptr_t>ptr, size)
     return arr
+
+
+def _set_par_min(Py_ssize_t n):
+    """Set the two-thread threshold (elements); returns the old one.  For benchmarks."""
+    global _PAR_MIN
+    old = _PAR_MIN
+    _PAR_MIN = max(n, 32)   # each half needs at least one aligned block
+    return old
 
 
 def buffer_cache_info():

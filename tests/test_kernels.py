@@ -482,3 +482,30 @@ def test_stream_triad(nthreads, n):
         O.stream_triad(a, b, np.ones(n + 1), 3.0, nthreads)
     with pytest.raises(ValueError):
         O.stream_triad(a, b, c, 3.0, 3)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_threaded_split(dtype):
+    """The two-thread split (off by default) gives the same results."""
+    old = O._set_par_min(1 << 10)
+    try:
+        for shape in [(BIG,), (1 << 10,), ((1 << 10) + 17,)]:
+            x0 = make(shape, dtype, seed=1)
+            x1 = make(shape, dtype, seed=2, positive=True)
+            gy = make(shape, dtype, seed=3)
+            s = np.asarray(1.25, dtype)
+            for name in ["add", "sub", "mul", "div"]:
+                check(name, (x0, x1), ULP["arith"])
+                check(name, (x0, s), ULP["arith"])
+                check(name, (s, x1), ULP["arith"])
+            check("neg", (x0,), ULP["arith"])
+            check("neg_backward", (gy,), ULP["arith"])
+            for which in ["same", "scalar0", "scalar1"]:
+                args = _operands(shape, dtype, which, "c")
+                check("mul_backward", args, ULP["arith"])
+                check("div_backward", args, ULP["arith"])
+            for c in EXPONENTS + [0.3, 4]:
+                check("pow", (x1, c), ULP["pow"])
+                check("pow_backward", (gy, x1, c), ULP["pow"])
+    finally:
+        O._set_par_min(old)
