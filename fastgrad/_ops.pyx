@@ -274,9 +274,12 @@ cdef bint _exponent(object c, int t, double* value):
     if tc is float:
         v = c
     elif tc is int:
-        if not -(1 << 24) <= c <= (1 << 24):
+        try:
+            v = c                   # C conversion: cheaper than comparing ints
+        except OverflowError:
             return False
-        v = c
+        if fabs(v) > (1 << 24):     # beyond float32's exact integers: NumPy decides
+            return False
     elif (isinstance(c, (np.floating, np.integer))
           or (cnp.PyArray_CheckExact(c) and _is0d(c))):
         if c.dtype.kind not in "fiu":
@@ -790,6 +793,60 @@ cdef void _pow_backward_run(const floating[::1] g, const floating[::1] x, floati
 # Public functions
 # ---------------------------------------------------------------------------
 
+cdef void _binary_exec(int t, object x0, object x1, object out, int op, int mode):
+    # Memoryview temporaries live here, not in the callers: their setup costs
+    # ~100 ns per call, which the small-array (NumPy) paths must not pay.
+    if t == cnp.NPY_DOUBLE:
+        _binary_run[double](op, mode, _flat(x0), _flat(x1), _flat(out))
+    else:
+        _binary_run[float](op, mode, _flat(x0), _flat(x1), _flat(out))
+
+
+cdef void _neg_exec(int t, object x, object out):
+    # Memoryview temporaries live here, not in the callers: their setup costs
+    # ~100 ns per call, which the small-array (NumPy) paths must not pay.
+    if t == cnp.NPY_DOUBLE:
+        _neg_run[double](_flat(x), _flat(out))
+    else:
+        _neg_run[float](_flat(x), _flat(out))
+
+
+cdef void _mul_backward_exec(int t, object gy, object x0, object x1, object out, object o1, int mode):
+    # Memoryview temporaries live here, not in the callers: their setup costs
+    # ~100 ns per call, which the small-array (NumPy) paths must not pay.
+    if t == cnp.NPY_DOUBLE:
+        _mul_backward_run[double](mode, _flat(gy), _flat(x0), _flat(x1), _flat(out), _flat(o1))
+    else:
+        _mul_backward_run[float](mode, _flat(gy), _flat(x0), _flat(x1), _flat(out), _flat(o1))
+
+
+cdef void _div_backward_exec(int t, object gy, object x0, object x1, object out, object o1, int mode):
+    # Memoryview temporaries live here, not in the callers: their setup costs
+    # ~100 ns per call, which the small-array (NumPy) paths must not pay.
+    if t == cnp.NPY_DOUBLE:
+        _div_backward_run[double](mode, _flat(gy), _flat(x0), _flat(x1), _flat(out), _flat(o1))
+    else:
+        _div_backward_run[float](mode, _flat(gy), _flat(x0), _flat(x1), _flat(out), _flat(o1))
+
+
+cdef void _pow_exec(int t, object x, object out, int mode, int k, double e):
+    # Memoryview temporaries live here, not in the callers: their setup costs
+    # ~100 ns per call, which the small-array (NumPy) paths must not pay.
+    if t == cnp.NPY_DOUBLE:
+        _pow_run[double](_flat(x), _flat(out), mode, k, e)
+    else:
+        _pow_run[float](_flat(x), _flat(out), mode, k, <float>e)
+
+
+cdef void _pow_backward_exec(int t, object gy, object x, object out, double cv, int mode, int k, double e):
+    # Memoryview temporaries live here, not in the callers: their setup costs
+    # ~100 ns per call, which the small-array (NumPy) paths must not pay.
+    if t == cnp.NPY_DOUBLE:
+        _pow_backward_run[double](_flat(gy), _flat(x), _flat(out), cv, mode, k, e)
+    else:
+        _pow_backward_run[float](_flat(gy), _flat(x), _flat(out), <float>cv, mode, k, <float>e)
+
+
 cdef object _binary(int op, object x0, object x1):
     cdef int t = _ftype(x0)
     cdef int mode
@@ -810,10 +867,7 @@ cdef object _binary(int op, object x0, object x1):
     if cnp.PyArray_SIZE(<cnp.ndarray>like) < _NUMPY_MAX:
         return None
     out = _empty(<cnp.ndarray>like)
-    if t == cnp.NPY_DOUBLE:
-        _binary_run[double](op, mode, _flat(x0), _flat(x1), _flat(out))
-    else:
-        _binary_run[float](op, mode, _flat(x0), _flat(x1), _flat(out))
+    _binary_exec(t, x0, x1, out, op, mode)
     return out
 
 
@@ -847,10 +901,7 @@ def neg(x):
     if t < 0 or cnp.PyArray_SIZE(<cnp.ndarray>x) < _NUMPY_MAX:
         return _arr(-x)
     out = _empty(<cnp.ndarray>x)
-    if t == cnp.NPY_DOUBLE:
-        _neg_run[double](_flat(x), _flat(out))
-    else:
-        _neg_run[float](_flat(x), _flat(out))
+    _neg_exec(t, x, out)
     return out
 
 
@@ -861,10 +912,7 @@ def neg_backward(gy, out=None):
         return _arr(-gy)
     if not _out_ok(out, t, <cnp.ndarray>gy, gy, None, None):
         out = _empty(<cnp.ndarray>gy)
-    if t == cnp.NPY_DOUBLE:
-        _neg_run[double](_flat(gy), _flat(out))
-    else:
-        _neg_run[float](_flat(gy), _flat(out))
+    _neg_exec(t, gy, out)
     return out
 
 
@@ -897,12 +945,7 @@ def mul_backward(gy, x0, x1, out=None):
     if not _out_ok(out, t, <cnp.ndarray>gy, gy, x0, x1):
         out = _empty(<cnp.ndarray>gy)
     o1 = _empty(<cnp.ndarray>gy)
-    if t == cnp.NPY_DOUBLE:
-        _mul_backward_run[double](mode, _flat(gy), _flat(x0), _flat(x1),
-                                     _flat(out), _flat(o1))
-    else:
-        _mul_backward_run[float](mode, _flat(gy), _flat(x0), _flat(x1),
-                                    _flat(out), _flat(o1))
+    _mul_backward_exec(t, gy, x0, x1, out, o1, mode)
     return out, o1
 
 
@@ -918,12 +961,7 @@ def div_backward(gy, x0, x1, out=None):
     if not _out_ok(out, t, <cnp.ndarray>gy, gy, x0, x1):
         out = _empty(<cnp.ndarray>gy)
     o1 = _empty(<cnp.ndarray>gy)
-    if t == cnp.NPY_DOUBLE:
-        _div_backward_run[double](mode, _flat(gy), _flat(x0), _flat(x1),
-                                     _flat(out), _flat(o1))
-    else:
-        _div_backward_run[float](mode, _flat(gy), _flat(x0), _flat(x1),
-                                    _flat(out), _flat(o1))
+    _div_backward_exec(t, gy, x0, x1, out, o1, mode)
     return out, o1
 
 
@@ -948,10 +986,7 @@ def pow(x, c):
         # fast paths win on small arrays.
         return _arr(x ** c)
     out = _empty(<cnp.ndarray>x)
-    if t == cnp.NPY_DOUBLE:
-        _pow_run[double](_flat(x), _flat(out), mode, k, e)
-    else:
-        _pow_run[float](_flat(x), _flat(out), mode, k, <float>e)
+    _pow_exec(t, x, out, mode, k, e)
     return out
 
 
@@ -976,11 +1011,7 @@ def pow_backward(gy, x, c, out=None):
         return _ref.pow_backward(gy, x, c)   # NumPy's SIMD powf beats a scalar loop
     if not _out_ok(out, t, <cnp.ndarray>gy, gy, x, None):
         out = _empty(<cnp.ndarray>gy)
-    if t == cnp.NPY_DOUBLE:
-        _pow_backward_run[double](_flat(gy), _flat(x), _flat(out), cv, mode, k, e)
-    else:
-        _pow_backward_run[float](_flat(gy), _flat(x), _flat(out), <float>cv,
-                                    mode, k, <float>e)
+    _pow_backward_exec(t, gy, x, out, cv, mode, k, e)
     return out
 
 
