@@ -271,15 +271,17 @@ cdef bint _exponent(object c, int t, double* value):
     """
     cdef type tc = type(c)
     cdef double v
+    cdef long long iv
     if tc is float:
         v = c
     elif tc is int:
         try:
-            v = c                   # C conversion: cheaper than comparing ints
+            iv = c                  # C conversion: cheaper than comparing ints
         except OverflowError:
             return False
-        if fabs(v) > (1 << 24):     # beyond float32's exact integers: NumPy decides
+        if not -(1 << 24) <= iv <= (1 << 24):   # beyond float32's exact integers
             return False
+        v = <double>iv
     elif (isinstance(c, (np.floating, np.integer))
           or (cnp.PyArray_CheckExact(c) and _is0d(c))):
         if c.dtype.kind not in "fiu":
