@@ -8,25 +8,32 @@ errors, always an ndarray (0-d in gives 0-d out, never a NumPy scalar).
 The compiled path takes exact, aligned, native-order, C-contiguous float32 or
 float64 arrays of one dtype, either of the same shape or one of them 0-d (the
 engine's ``x * 2.0`` constant).  Everything else (other dtypes, mixed dtypes,
-strided or swapped arrays, subclasses, real broadcasting) goes to the NumPy
-reference path unchanged.
+strided or swapped arrays, subclasses, real broadcasting) goes to NumPy
+unchanged.  So do ops with nothing to fuse on fewer than 2**17 elements
+(add/sub/mul/div/neg, mul backward, ``x**2``, ``x**-1``) and ``x**0.5`` and
+general exponents forward, where NumPy's own SIMD loops are as fast or faster.
 
 Accuracy
 --------
 add, sub, mul, div, neg and the mul, div and neg backward perform the same
 IEEE operations in the same order as NumPy, so they are exact (bound: 1 ulp).
-pow and pow_backward are within 4 ulp of NumPy (integer exponents use repeated
-multiplication, half-integer exponents use sqrt), with the same NaN, inf and
-signed-zero results.
+pow and pow_backward are within 4 ulp of NumPy: integer exponents -3..4 use
+repeated multiplication (a guarded single reciprocal for negatives),
+half-integers -1.5..3.5 use sqrt, float32 powers are computed in double and
+rounded once, other exponents call pow().  NaN, inf and signed-zero results
+are NumPy's.  The 4-ulp bound was measured (millions of samples), not proven,
+and assumes the power itself is a normal number: where it is subnormal, both
+sides have absolute, not relative, error and c * gy can magnify the
+difference.
 
 Notes
 -----
 The compiled path raises no floating-point warnings (``np.errstate`` has no
 effect on it).  Loops can be split across two OpenMP threads above a size
-threshold, but that is off by default: it lost on the shared 2-core machine
-it was measured on.  Large results are allocated through a small bounded cache of
-buffers (see :func:`buffer_cache_info`) to avoid page-faulting fresh memory on
-every call.
+threshold (``_set_par_min``), but that is off by default: it lost on the
+shared 2-core machine it was measured on.  Large results come from a small
+bounded cache of buffers (see :func:`buffer_cache_info`) so that they are not
+page-faulted in afresh on every call.
 """
 cimport numpy as cnp
 from cython cimport floating
