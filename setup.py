@@ -30,7 +30,8 @@ common = dict(
 
 extensions = [
     Extension("fastgrad._core", ["fastgrad/_core.pyx"], **common),
-    # OpenMP: large loops split across two threads (prange); see _ops.pyx.
+    # OpenMP: the STREAM probe's two-thread mode and the opt-in two-thread
+    # split of large loops (off by default, see _PAR_MIN in _ops.pyx).
     Extension(
         "fastgrad._ops", ["fastgrad/_ops.pyx"],
         include_dirs=common["include_dirs"],
