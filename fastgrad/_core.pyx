@@ -63,6 +63,9 @@ else:
     from fastgrad import _ops as _K
 
 cdef bint _pure = PURE
+# The owner (ndarray.base) of an array whose buffer came from the kernels'
+# buffer cache; such an array owns its memory as much as one with no base.
+cdef object _Block = getattr(_K, "_Block", None)
 
 
 # ---------------------------------------------------------------- Config
@@ -194,14 +197,22 @@ cdef inline double _array_value(object a) noexcept:
     return (<double*>cnp.PyArray_DATA(<cnp.ndarray>a))[0]
 
 
-cdef inline bint _exclusive(object a) noexcept:
-    """True if ``a`` is a plain ndarray owning writeable memory that nothing
-    but the caller's single reference can reach, so it may be reused."""
+cdef inline bint _owns_buffer(object a) noexcept:
+    """True if ``a`` is a plain, writeable ndarray whose memory no other
+    object can reach (no base, or a cache block only it holds)."""
     if type(a) is not _ndarray:
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>a
-    return (Py_REFCNT(<PyObject*>a) == 1 and cnp.PyArray_BASE(arr) == NULL
-            and cnp.PyArray_ISWRITEABLE(arr))
+    if not cnp.PyArray_ISWRITEABLE(arr):
+        return False
+    cdef PyObject* base = cnp.PyArray_BASE(arr)
+    return base == NULL or (type(<object>base) is _Block and Py_REFCNT(base) == 1)
+
+
+cdef inline bint _exclusive(object a) noexcept:
+    """True if only the caller's single reference can reach ``a`` and its
+    memory, so it may be reused."""
+    return Py_REFCNT(<PyObject*>a) == 1 and _owns_buffer(a)
 
 
 # The cyclic GC would walk every node of a large graph on each collection.
@@ -433,7 +444,7 @@ cdef class _Variable:
             elif self._data is None:
                 raise ValueError("backward() on a Variable whose data is None")
             else:
-                self._grad = np.ones_like(self._data)
+                self._grad = _K.ones_like(self._data)
         if self._creator is not None:
             _backward(<Function>self._creator, bool(retain_grad))
 
@@ -1345,15 +1356,10 @@ cdef int _deliver_user(Function f, list box) except -1:
         gx = gxs[i]
         if gx is None:
             continue
-        owned = tuple_private and Py_REFCNT(<PyObject*>gx) == 2 and _base_free(gx)
+        owned = tuple_private and Py_REFCNT(<PyObject*>gx) == 2 and _owns_buffer(gx)
         _deliver(<_Variable>inputs[i], gx, owned)
         gx = None
     return 0
-
-
-cdef inline bint _base_free(object a) noexcept:
-    return (type(a) is _ndarray and cnp.PyArray_BASE(<cnp.ndarray>a) == NULL
-            and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a))
 
 
 cdef int _deliver(_Variable x, object gx, bint owned) except -1:
@@ -1373,7 +1379,7 @@ cdef int _deliver(_Variable x, object gx, bint owned) except -1:
     if type(gx) is not _ndarray:
         if isinstance(gx, (_ndarray, np.generic, bool, int, float, complex)):
             gx = np.asarray(gx)
-            owned = _base_free(gx)
+            owned = _owns_buffer(gx)
         else:
             raise TypeError(f"a gradient must be an ndarray or a number, not {type(gx).__name__}")
     data = x._get_data()
@@ -1391,7 +1397,7 @@ cdef int _deliver(_Variable x, object gx, bint owned) except -1:
         x._get_grad()
     acc = x._grad
     if acc is None:
-        x._grad = gx if owned else gx.copy()
+        x._grad = gx if owned else _K.copy(gx)
         return 0
     # In place only into an array no one but x can see, of the result's dtype.
     x._grad = None

@@ -914,6 +914,34 @@ def neg(x):
     return out
 
 
+def ones_like(a):
+    """Return ``np.ones_like(a)``; a large float result takes a cached buffer.
+
+    The engine seeds backward with it: a fresh array from the cache is not
+    faulted in page by page as NumPy's freshly mapped memory is.
+    """
+    cdef int t = _ftype(a)
+    if t < 0 or cnp.PyArray_SIZE(<cnp.ndarray>a) < _NUMPY_MAX:
+        return np.ones_like(a)
+    out = _empty(<cnp.ndarray>a)
+    out.fill(1)
+    return out
+
+
+def copy(a):
+    """Return a C-contiguous copy of ``a``; a large float one takes a cached buffer.
+
+    The engine copies a gradient it must not share (``Add`` gives ``gy`` to
+    both inputs, which must not alias).
+    """
+    cdef int t = _ftype(a)
+    if t < 0 or cnp.PyArray_SIZE(<cnp.ndarray>a) < _NUMPY_MAX:
+        return np.array(a)
+    out = _empty(<cnp.ndarray>a)
+    cnp.PyArray_CopyInto(<cnp.ndarray>out, <cnp.ndarray>a)
+    return out
+
+
 def neg_backward(gy, out=None):
     """Return ``-gy``, written into ``out`` when it fits."""
     cdef int t = _ftype(gy)

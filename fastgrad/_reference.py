@@ -15,6 +15,7 @@ import numpy as np
 __all__ = [
     "add", "sub", "mul", "div", "neg", "pow",
     "mul_backward", "div_backward", "pow_backward", "neg_backward",
+    "ones_like", "copy",
 ]
 
 _asarray = np.asarray
@@ -68,3 +69,13 @@ def pow_backward(gy, x, c, out=None):
 def neg_backward(gy, out=None):
     """Return ``-gy``, the gradient of ``-x``."""
     return _asarray(-gy)
+
+
+def ones_like(a):
+    """Return ``np.ones_like(a)``, the seed gradient."""
+    return np.ones_like(a)
+
+
+def copy(a):
+    """Return ``np.array(a)``, a copy the caller owns."""
+    return np.array(a)
