@@ -9,8 +9,11 @@ users see:
 * A Function points at its outputs through borrowed pointers that the output
   clears when it dies (a weak reference without a weakref object);
   ``Function.outputs`` hands out real ``weakref.ref`` objects on demand.
-* Backward pops functions from a C binary heap keyed on
-  ``(-generation, -insertion counter)``, DeZero's exact order, iteratively.
+* Backward is iterative: a C priority queue keyed on
+  ``(-generation, -insertion counter)``, DeZero's exact order (a LIFO stack
+  per generation, with a binary heap on the same key as the fallback).
+* Nodes the built-in ops create are untracked by the cyclic GC (they cannot
+  close a cycle), so a growing graph is not rescanned on every collection.
 * Gradient arrays that only the engine can see are reused in place (checked
   by reference count), so a grad never aliases another variable's grad or an
   array the user holds, yet the common case allocates nothing extra.
@@ -19,7 +22,6 @@ Everything else (user ``Function`` subclasses, operators assigned onto
 ``Variable``, arrays of any dtype and shape) takes the general path, which
 does what DeZero's ``core_simple`` does, plus broadcasting and dtype rules.
 """
-import contextlib
 import os
 import threading
 import weakref
@@ -780,10 +782,15 @@ cdef inline _Variable _operand_var(object a, double v):
     return c
 
 
-cdef object _call_scalar(Function f, int op, object a, object b):
+cdef object _call_scalar(Function f, int op, tuple args):
     """The C path of a built-in op on float64 scalars; None if it does not apply."""
     cdef double x0 = 0.0, x1 = 0.0, c = 0.0, y
-    if _pure or not _operand_value(a, &x0):
+    cdef Py_ssize_t nargs = len(args)
+    if _pure or nargs != (1 if op == OP_NEG or op == OP_POW else 2):
+        return None
+    a = args[0]
+    b = args[1] if nargs == 2 else None
+    if not _operand_value(a, &x0):
         return None
     if op == OP_POW:
         if not _scalar_exponent((<Pow>f).c, &c):
@@ -823,60 +830,46 @@ cdef object _call_scalar(Function f, int op, object a, object b):
     return out
 
 
-cdef object _binary(Function f, int op, object a, object b):
-    out = _call_scalar(f, op, a, b)
-    if out is None:
-        return _call(f, (a, b))
-    return out
-
-
 def add(x0, x1):
     """Return ``x0 + x1`` as a Variable (either may be an ndarray or scalar)."""
-    return _binary(Add.__new__(Add), OP_ADD, x0, x1)
+    return _call(Add.__new__(Add), (x0, x1))
 
 
 def sub(x0, x1):
     """Return ``x0 - x1``."""
-    return _binary(Sub.__new__(Sub), OP_SUB, x0, x1)
+    return _call(Sub.__new__(Sub), (x0, x1))
 
 
 def rsub(x0, x1):
     """Return ``x1 - x0`` (``Variable.__rsub__``)."""
-    return _binary(Sub.__new__(Sub), OP_SUB, x1, x0)
+    return _call(Sub.__new__(Sub), (x1, x0))
 
 
 def mul(x0, x1):
     """Return ``x0 * x1``."""
-    return _binary(Mul.__new__(Mul), OP_MUL, x0, x1)
+    return _call(Mul.__new__(Mul), (x0, x1))
 
 
 def div(x0, x1):
     """Return ``x0 / x1``."""
-    return _binary(Div.__new__(Div), OP_DIV, x0, x1)
+    return _call(Div.__new__(Div), (x0, x1))
 
 
 def rdiv(x0, x1):
     """Return ``x1 / x0`` (``Variable.__rtruediv__``)."""
-    return _binary(Div.__new__(Div), OP_DIV, x1, x0)
+    return _call(Div.__new__(Div), (x1, x0))
 
 
 def neg(x):
     """Return ``-x``."""
-    cdef Neg f = Neg.__new__(Neg)
-    out = _call_scalar(f, OP_NEG, x, None)
-    if out is None:
-        return _call(f, (x,))
-    return out
+    return _call(Neg.__new__(Neg), (x,))
 
 
 def pow(x, c):
     """Return ``x ** c`` for a constant exponent ``c`` (not a Variable)."""
     cdef Pow f = Pow.__new__(Pow)
     f.c = _check_exponent(c)
-    out = _call_scalar(f, OP_POW, x, None)
-    if out is None:
-        return _call(f, (x,))
-    return out
+    return _call(f, (x,))
 
 
 # ---------------------------------------------------------------- __call__
@@ -923,8 +916,8 @@ cdef object _forward_output(Function f, object y):
 cdef object _call(Function f, tuple args):
     """Function.__call__: the general path (user functions, arrays)."""
     cdef int op = _exact_op(f)
-    if op and (len(args) == 2 or (len(args) == 1 and (op == OP_NEG or op == OP_POW))):
-        out = _call_scalar(f, op, args[0], args[1] if len(args) == 2 else None)
+    if op:
+        out = _call_scalar(f, op, args)
         if out is not None:
             return out
     datas = []          # the operands' arrays, which set a Python scalar's dtype
