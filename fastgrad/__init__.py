@@ -29,6 +29,9 @@ from fastgrad._core import (
     using_config,
 )
 
+# Large kernel results reuse a small bounded buffer cache (see README, "Memory").
+from fastgrad._ops import buffer_cache_info, clear_buffer_cache, set_buffer_cache
+
 __version__ = "0.1.0"
 
 __all__ = [

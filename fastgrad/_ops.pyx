@@ -53,7 +53,8 @@ cnp.import_array()
 __all__ = [
     "add", "sub", "mul", "div", "neg", "pow",
     "mul_backward", "div_backward", "pow_backward", "neg_backward",
-    "stream_triad", "buffer_cache_info", "set_buffer_cache", "clear_buffer_cache",
+    "ones_like", "copy", "stream_triad",
+    "buffer_cache_info", "set_buffer_cache", "clear_buffer_cache",
 ]
 
 # Loops over at least this many elements run on two OpenMP threads.  Off by
