@@ -358,7 +358,7 @@ DEF _CACHE_SLOTS = 8
 cdef unsigned int _NPY_DOMAIN = np.lib.tracemalloc_domain
 # Results smaller than this use NumPy's allocator (its small-block cache is fine).
 cdef size_t _CACHE_MIN_BYTES = 1 << 20
-cdef int _cache_max_entries = 4
+cdef int _cache_max_entries = 8
 cdef size_t _cache_max_bytes = 256 << 20
 cdef void* _cache_ptr[_CACHE_SLOTS]
 cdef size_t _cache_size[_CACHE_SLOTS]
