@@ -306,9 +306,11 @@ def _worker_env():
 
 def measure_in_subprocess(impl, workload, size, depth):
     """Run :func:`measure` in a fresh Python process and return its dict."""
+    # cwd=_ROOT: `python -c` puts the working directory first on sys.path, and
+    # a source checkout there (no compiled modules) would shadow this fastgrad.
     proc = subprocess.run(
         _worker_cmd(impl, workload, size, depth),
-        env=_worker_env(), capture_output=True, text=True,
+        env=_worker_env(), capture_output=True, text=True, cwd=_ROOT,
     )
     if proc.returncode != 0:
         raise RuntimeError(
@@ -406,7 +408,7 @@ def plot(path, size, depth, peers=None):
             _log(f"sampling RSS of {impl} {workload}")
             proc = subprocess.Popen(
                 _worker_cmd(impl, workload, size, depth, pause=0.2),
-                env=_worker_env(), stdout=subprocess.DEVNULL)
+                env=_worker_env(), stdout=subprocess.DEVNULL, cwd=_ROOT)
             samples = memory_usage(proc, interval=0.005, timestamps=True)
             proc.wait()
             t0, m0 = samples[0][1], min(m for m, _ in samples)

@@ -355,3 +355,14 @@ def test_help():
     with pytest.raises(SystemExit) as exc:
         memory.main(["--help"])
     assert exc.value.code == 0
+
+
+def test_workers_ignore_a_source_tree_in_the_working_directory(tmp_path, monkeypatch):
+    # Run from a checkout (as the README's commands do), the working directory
+    # holds an uncompiled fastgrad/ that must not shadow the one under test.
+    shadow = tmp_path / "fastgrad"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('shadowed')\n")
+    monkeypatch.chdir(tmp_path)
+    row = memory.measure_in_subprocess("fastgrad", "no_grad", 1000, 2)
+    assert row["peak_bytes"] > 0

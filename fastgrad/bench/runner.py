@@ -193,9 +193,11 @@ def run_in_subprocess(tasks, settings, max_time, progress_total, env_extra):
     payload = {"settings": settings.__dict__, "max_time": max_time,
                "total": progress_total,
                "tasks": [{"index": i, "case": c.to_dict()} for i, c in tasks]}
+    # cwd=pkg_parent: `python -m` puts the working directory first on
+    # sys.path, and a source checkout there would shadow this fastgrad.
     proc = subprocess.run([sys.executable, "-m", "fastgrad.bench", "_worker"],
                           input=json.dumps(payload), capture_output=False,
-                          stdout=subprocess.PIPE, text=True, env=env)
+                          stdout=subprocess.PIPE, text=True, env=env, cwd=pkg_parent)
     try:
         records = json.loads(proc.stdout)
     except ValueError:
