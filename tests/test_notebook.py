@@ -354,3 +354,14 @@ def test_step18_backward_without_backprop_has_no_graph():
     y.backward()
     assert x.grad is None
     assert np.array_equal(y.grad, np.ones(3))
+
+
+def test_step23_core_simple_module():
+    from fastgrad.core_simple import Variable as V, setup_variable
+
+    setup_variable()
+    assert V is Variable
+    x = V(np.array(1.0))
+    y = (x + 3) ** 2
+    y.backward()
+    assert repr(y) == "variable(16.0)" and x.grad == 8.0
