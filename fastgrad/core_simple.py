@@ -1,7 +1,10 @@
-"""DeZero's module name for the stage-2 core, so that the book's imports
-(``from dezero.core_simple import Variable, setup_variable``) have a
-fastgrad twin: ``from fastgrad.core_simple import Variable, setup_variable``."""
-from fastgrad._core import (  # noqa: F401
+"""DeZero's stage-2 core under DeZero's module name.
+
+The book imports ``from dezero.core_simple import Variable, setup_variable``;
+the same line works as ``from fastgrad.core_simple import ...``.  The
+package ``fastgrad`` re-exports everything listed here.
+"""
+from fastgrad._core import (
     Add,
     Config,
     Div,
@@ -25,3 +28,9 @@ from fastgrad._core import (  # noqa: F401
     sub,
     using_config,
 )
+
+__all__ = [
+    "Variable", "Function", "Config", "using_config", "no_grad", "as_array",
+    "as_variable", "setup_variable", "Add", "Mul", "Neg", "Sub", "Div", "Pow",
+    "add", "mul", "neg", "sub", "rsub", "div", "rdiv", "pow",
+]
