@@ -1,0 +1,61 @@
+"""Shared test helpers: DeZero as an oracle, and central finite differences."""
+import contextlib
+import importlib
+
+import numpy as np
+import pytest
+
+
+@contextlib.contextmanager
+def _numpy_int_alias():
+    # dezero 0.0.13 uses np.int, which NumPy 2 removed; alias it only while
+    # DeZero's modules are imported, so nothing else sees the alias.
+    had = hasattr(np, "int")
+    if not had:
+        np.int = int
+    try:
+        yield
+    finally:
+        if not had and hasattr(np, "int"):
+            del np.int
+
+
+def import_dezero(module="dezero"):
+    """Import a module of dezero 0.0.13 (the reference), or skip the test.
+
+    ``np.int`` is aliased to ``int`` during the import and removed again.
+    DeZero's code that reads ``np.int`` at call time (a few utilities) needs
+    :func:`dezero_numpy_int` around the call.
+    """
+    try:
+        with _numpy_int_alias():
+            importlib.import_module("dezero")
+            return importlib.import_module(module)
+    except ImportError as exc:  # not installed, or matplotlib missing
+        pytest.skip(f"dezero 0.0.13 is not importable: {exc}")
+
+
+dezero_numpy_int = _numpy_int_alias
+
+
+def numerical_grad(f, x, eps=None):
+    """Central finite-difference gradient of the scalar ``sum(f(x))``.
+
+    ``f`` maps an ndarray to an ndarray (or a number); ``x`` is not modified.
+    Computed in float64 whatever the dtype of ``x``.
+    """
+    x = np.array(x, dtype=np.float64)
+    if eps is None:
+        eps = 1e-6
+    grad = np.zeros_like(x)
+    flat = x.reshape(-1)
+    g = grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        hi = np.sum(f(x.copy()))
+        flat[i] = old - eps
+        lo = np.sum(f(x.copy()))
+        flat[i] = old
+        g[i] = (hi - lo) / (2 * eps)
+    return grad
