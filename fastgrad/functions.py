@@ -795,12 +795,19 @@ def accuracy(y, t):
 
 
 def _result_variable(like, data):
-    # A fresh leaf of the same face as ``like`` (the full face by default).
-    cls = type(_as_variable(like))
+    # A fresh plain Variable (not a Parameter) of the same face as ``like``;
+    # the full face for arrays.
     try:
-        return cls(data)
-    except TypeError:  # a subclass with another constructor
-        return _as_variable(data)
+        from fastgrad.dezero.core import Variable as full_variable
+    except ImportError:
+        full_variable = None
+    like = _as_variable(like)
+    if full_variable is not None and isinstance(like, full_variable):
+        return full_variable(data)
+    from fastgrad._core import Variable as stage2_variable
+    if isinstance(like, stage2_variable):
+        return stage2_variable(data)
+    return _as_variable(data)
 
 
 # ======================================================================

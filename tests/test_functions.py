@@ -505,11 +505,17 @@ def test_accuracy(face):
     V = variable_class(face)
     y = V(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]))
     acc = F.accuracy(y, np.array([1, 0, 0]))
-    assert isinstance(acc, V)
+    assert type(acc) is V
     assert acc.creator is None
     assert acc.data.shape == () and acc.dtype == np.float64
     np.testing.assert_allclose(acc.data, 2 / 3)
     np.testing.assert_allclose(F.accuracy(y.data, V(np.array([[1], [0], [1]]))).data, 1.0)
+    assert type(F.accuracy(y.data, np.array([1, 0, 0]))) is fdz.Variable
+
+
+def test_accuracy_of_parameter_is_a_variable():
+    acc = F.accuracy(fdz.Parameter(np.eye(2)), np.array([0, 1]))
+    assert type(acc) is fdz.Variable
 
 
 def test_softmax_cross_entropy_target_gets_no_grad():
