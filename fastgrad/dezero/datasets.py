@@ -460,7 +460,8 @@ class BigData(Dataset):
         if self.size is None:
             data_dir = os.path.join(self.root, 'data')
             if not os.path.isdir(data_dir):
-                raise FileNotFoundError(f"BigData needs a directory {data_dir} of <index>.npy files")
+                raise FileNotFoundError(
+                    f"BigData needs a directory {data_dir} of <index>.npy files")
             self.size = sum(1 for n in os.listdir(data_dir) if n.endswith('.npy'))
         elif isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
             raise ValueError(f"size must be a non-negative int, got {self.size!r}")
@@ -485,7 +486,9 @@ class BigData(Dataset):
 # Sequential datasets: SinCurve, Shakespear
 # =============================================================================
 class SinCurve(Dataset):
-    """999 steps of a sine wave with uniform noise in [-0.05, 0.05) (train), or a clean cosine (test).
+    """999 steps of a noisy sine wave (train) or of a clean cosine (test).
+
+    The noise is uniform in [-0.05, 0.05).
 
     ``data[i]`` is the value at step ``i`` and ``label[i]`` the next one,
     both of shape ``(1,)``. The noise is drawn from NumPy's global random
@@ -510,7 +513,8 @@ class Shakespear(Dataset):
     number the characters in order of first appearance; ``char_to_id`` and
     ``id_to_char`` map between them.
     """
-    url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+    url = ('https://raw.githubusercontent.com/karpathy/char-rnn/master/data/'
+           'tinyshakespeare/input.txt')
     file_name = 'shakespear.txt'
 
     def __init__(self, train=True, transform=None, target_transform=None, *, root=None):
