@@ -56,6 +56,12 @@ def home(tmp_path, monkeypatch):
     dzu, dzd = dz("utils"), dz("datasets")
     monkeypatch.setattr(dzu, "cache_dir", str(cache))
     monkeypatch.setattr(dzd, "cache_dir", str(cache))
+    try:
+        from fastgrad.dezero import utils
+    except ImportError:
+        pass
+    else:   # fastgrad's cache directory is fixed at import too
+        monkeypatch.setattr(utils, "cache_dir", str(cache))
     return cache
 
 

@@ -29,8 +29,20 @@ __all__ = [
 # =============================================================================
 # local files
 # =============================================================================
+def _utils():
+    try:
+        from fastgrad.dezero import utils
+    except ImportError:
+        return None
+    return utils
+
+
 def _default_cache_dir():
-    # Computed per call, so a changed HOME is honoured (DeZero fixes it at import).
+    # utils.cache_dir is the one cache directory (DeZero's ~/.dezero); the
+    # fallback is computed per call.
+    utils = _utils()
+    if utils is not None and hasattr(utils, 'cache_dir'):
+        return utils.cache_dir
     return os.path.join(os.path.expanduser('~'), '.dezero')
 
 
@@ -39,12 +51,9 @@ def _file_name(url, file_name=None):
 
 
 def _get_file(url, file_name=None):
-    try:
-        from fastgrad.dezero.utils import get_file
-    except ImportError:
-        get_file = None
-    if get_file is not None:
-        return get_file(url, file_name)
+    utils = _utils()
+    if utils is not None and hasattr(utils, 'get_file'):
+        return utils.get_file(url, file_name)
     path = os.path.join(_default_cache_dir(), _file_name(url, file_name))
     if not os.path.exists(path):
         raise FileNotFoundError(
