@@ -19,15 +19,17 @@ __all__ = ["gpu_enable", "get_array_module", "as_numpy", "as_cupy"]
 
 
 def _variable_classes():
-    # Both faces' Variables are accepted.  The full face's core may import
-    # this module, so its class is looked up when it has been loaded instead
-    # of being imported here (which would be circular).
-    from fastgrad._core import Variable
+    # Both faces' Variables are accepted.  Both are built on the engine's
+    # base class; the full face's own class is looked up too in case it is
+    # not, once it has been loaded (its core may import this module, so
+    # importing it here would be circular).
+    from fastgrad import _core
 
-    classes = [Variable]
+    base = getattr(_core, "_Variable", _core.Variable)
+    classes = [base]
     core = sys.modules.get("fastgrad.dezero.core")
     full = getattr(core, "Variable", None)
-    if isinstance(full, type) and not issubclass(full, Variable):
+    if isinstance(full, type) and not issubclass(full, base):
         classes.append(full)
     return tuple(classes)
 
