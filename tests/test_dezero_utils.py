@@ -518,3 +518,116 @@ def test_cuda_matches_dezero_on_cpu():
     assert cuda.get_array_module(x) is dcuda.get_array_module(x)
     assert np.array_equal(cuda.as_numpy(np.float32(2)),
                           dcuda.as_numpy(np.float32(2)))
+
+
+# =============================================================================
+# The full face: grads are Variables
+# =============================================================================
+@pytest.fixture
+def full():
+    """fastgrad.dezero's core and functions, and DeZero's."""
+    core = pytest.importorskip("fastgrad.dezero.core")
+    F = pytest.importorskip("fastgrad.dezero.functions")
+    dezero = import_dezero()
+    DF = import_dezero("dezero.functions")
+    return core, F, dezero, DF
+
+
+def fg_full_graph(V, F):
+    x = V(np.arange(6.0).reshape(2, 3) / 10, name="x")
+    W = V(np.ones((3, 2)) / 3, name="W")
+    h = F.sin(x) * F.exp(x) + F.tanh(x)
+    y = F.matmul(F.reshape(h, (2, 3)), W)
+    y = F.sum(F.transpose(y) ** 2, axis=0)
+    y.name = "y"
+    return y
+
+
+def fg_double_backprop(V, F):
+    # the graph of a grad, built by backward(create_graph=True)
+    x = V(np.array(1.0), name="x")
+    y = F.tanh(x)
+    y.backward(create_graph=True)
+    gx = x.grad
+    gx.name = "gx"
+    return gx
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+@pytest.mark.parametrize("build", [fg_full_graph, fg_double_backprop],
+                         ids=lambda f: f.__name__)
+def test_full_face_dot_graph_matches_dezero(full, build, verbose):
+    core, F, dezero, DF = full
+    dzu = import_dezero("dezero.utils")
+    ours = utils.get_dot_graph(build(core.Variable, F), verbose=verbose)
+    theirs = dzu.get_dot_graph(build(dezero.Variable, DF), verbose=verbose)
+    assert normalise_ids(ours) == normalise_ids(theirs)
+
+
+@pytest.mark.parametrize("build", GRAPHS, ids=lambda f: f.__name__)
+def test_full_face_operator_graphs_match_dezero(full, build):
+    core, F, dezero, DF = full
+    dzu = import_dezero("dezero.utils")
+    assert normalise_ids(utils.get_dot_graph(build(core.Variable))) == \
+        normalise_ids(dzu.get_dot_graph(build(dezero.Variable)))
+
+
+def test_full_face_gradient_check(full):
+    core, F, dezero, DF = full
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4))
+    W = rng.standard_normal((4, 2))
+    assert utils.gradient_check(F.sin, x)
+    assert utils.gradient_check(F.tanh, core.Variable(x))
+    assert utils.gradient_check(lambda a: F.sum(a * a, axis=1), x)
+    assert utils.gradient_check(F.matmul, x, W)
+    assert utils.gradient_check(lambda a: F.matmul(x, a), W)
+    p = core.Parameter(x.astype(np.float32))
+    assert utils.gradient_check(F.exp, p)
+    assert p.grad is None and p.data.dtype == np.float32
+
+
+def test_full_face_numerical_grad_matches_dezero(full):
+    core, F, dezero, DF = full
+    dzu = import_dezero("dezero.utils")
+    x = np.linspace(-1, 1, 6).reshape(2, 3)
+    ours = utils.numerical_grad(lambda a: F.sin(a) * F.exp(a), x.copy())
+    theirs = dzu.numerical_grad(lambda a: DF.sin(a) * DF.exp(a), x.copy())
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours, (np.cos(x) + np.sin(x)) * np.exp(x),
+                               rtol=1e-6)
+
+
+def test_full_face_gradient_check_failure_matches_dezero(full, capsys):
+    core, F, dezero, DF = full
+    dzu = import_dezero("dezero.utils")
+
+    def bad_class(base):
+        class BadSin(base):
+            def forward(self, x):
+                return np.sin(x)
+
+            def backward(self, gy):
+                return gy  # wrong on purpose: cos(x) * gy
+        return BadSin
+
+    ours_cls, theirs_cls = bad_class(core.Function), bad_class(dezero.Function)
+    x = np.linspace(0, 3, 12).reshape(4, 3)
+    assert utils.gradient_check(lambda a: ours_cls()(a), x) is False
+    ours = capsys.readouterr().out
+    assert dzu.gradient_check(lambda a: theirs_cls()(a), x) is False
+    assert ours == capsys.readouterr().out
+    assert "FAILED (Gradient Check)" in ours
+
+
+def test_full_face_array_helpers_and_cuda(full):
+    core, F, dezero, DF = full
+    x = np.arange(3.0)
+    v = core.Variable(x)
+    assert cuda.get_array_module(v) is np
+    assert cuda.as_numpy(v) is x
+    assert utils.array_equal(v, core.Variable(x.copy()))
+    assert utils.array_allclose(v, x + 1e-9)
+    assert not utils.array_allclose(v, x + 1)
+    with pytest.raises(TypeError, match="Variable"):
+        utils.get_dot_graph(x)
