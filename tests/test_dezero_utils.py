@@ -12,7 +12,7 @@ import pytest
 import fastgrad
 from fastgrad.dezero import cuda, utils
 
-from conftest import dezero_numpy_int, import_dezero
+from conftest import import_dezero
 from conftest import numerical_grad as fd_grad
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
@@ -208,7 +208,8 @@ def f_poly(a):
     return a ** 3 - 2 * a * a + a / 4
 
 
-POINTS = [np.array(0.7), np.linspace(-1, 2, 5), np.arange(1.0, 7.0).reshape(2, 3)]
+POINTS = [np.array(0.7), np.linspace(-1, 2, 5),
+          np.arange(1.0, 7.0).reshape(2, 3)]
 
 
 @pytest.mark.parametrize("x", POINTS, ids=["0d", "vector", "matrix"])
@@ -508,7 +509,8 @@ def test_cuda_without_cupy():
     for arg in (x, v):
         with pytest.raises(RuntimeError) as info:
             cuda.as_cupy(arg)
-        assert "CuPy" in str(info.value) and "no GPU backend" in str(info.value)
+        msg = str(info.value)
+        assert "CuPy" in msg and "no GPU backend" in msg
 
 
 def test_cuda_matches_dezero_on_cpu():

@@ -519,7 +519,9 @@ def get_deconv_outsize(size, k, s, p):
 
 
 def get_conv_outsize(input_size, kernel_size, stride, pad):
-    """Output size of a convolution: ``(input_size + 2*pad - kernel_size) // stride + 1``.
+    """Output size of a convolution.
+
+    ``(input_size + 2 * pad - kernel_size) // stride + 1``
 
     Examples
     --------
