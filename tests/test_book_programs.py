@@ -1021,3 +1021,33 @@ def test_del_of_a_create_graph_graph_returns_memory(full):
     finally:
         tracemalloc.stop()
         gc.enable()
+
+
+# =============================================================================
+# The examples print the same numbers on fastgrad and on DeZero
+# =============================================================================
+@pytest.mark.parametrize("script, args", [
+    ("newton.py", []), ("newton.py", ["--x0", "-0.5", "--iters", "6"]),
+    ("numeric_loop.py", ["--iters", "200", "--every", "50", "--n", "300", "--dim", "4"])])
+def test_examples_match_dezero(script, args):
+    import_dezero("dezero")     # skip when DeZero is not there
+    path = os.path.join(ROOT, "examples", script)
+    if not os.path.exists(path):
+        pytest.skip(f"examples/{script} is not beside the imported fastgrad")
+    # the script's own directory is sys.path[0]: point it at this fastgrad
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    runs = [subprocess.run([sys.executable, path, *args, *extra], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+            for extra in ([], ["--dezero"])]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "fastgrad" in runs[0].stderr and "dezero" in runs[1].stderr
+    assert runs[0].stdout == runs[1].stdout
+    lines = runs[0].stdout.splitlines()
+    if script == "newton.py" and not args:
+        assert [float(re.search(r"variable\((.*)\)", ln).group(1)) for ln in lines] == NEWTON_BOOK
+    if script == "numeric_loop.py":
+        losses = [float(ln.split()[2]) for ln in lines]
+        assert len(losses) == 5 and losses[0] == pytest.approx(np.log(2), abs=1e-12)  # W = b = 0
+        assert losses == sorted(losses, reverse=True)
