@@ -1049,5 +1049,5 @@ def test_examples_match_dezero(script, args):
         assert [float(re.search(r"variable\((.*)\)", ln).group(1)) for ln in lines] == NEWTON_BOOK
     if script == "numeric_loop.py":
         losses = [float(ln.split()[2]) for ln in lines]
-        assert len(losses) == 5 and losses[0] == pytest.approx(np.log(2), abs=1e-12)  # W = b = 0
+        assert len(losses) == 5 and losses[0] == pytest.approx(np.log(2), abs=1e-11)  # W = b = 0; 12 digits
         assert losses == sorted(losses, reverse=True)
