@@ -20,6 +20,16 @@ from fastgrad.dezero.utils import array_allclose, array_equal, gradient_check
 from conftest import import_dezero
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    # DeZero's tests draw from the global generator unseeded; seeding it
+    # keeps a random input from landing next to a kink of max or relu.
+    state = np.random.get_state()
+    np.random.seed(0)
+    yield
+    np.random.set_state(state)
+
+
 def randn(*shape, seed=0):
     return np.asarray(np.random.RandomState(seed).randn(*shape))
 
