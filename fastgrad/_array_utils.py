@@ -15,6 +15,8 @@ import numbers
 
 import numpy as np
 
+from fastgrad._core import _Variable
+
 __all__ = ["sum_to", "reshape_sum_backward", "logsumexp", "max_backward_shape"]
 
 
@@ -23,11 +25,22 @@ __all__ = ["sum_to", "reshape_sum_backward", "logsumexp", "max_backward_shape"]
 def _is_variable(obj):
     # Any autodiff Variable (either face) carries its array in ``data`` and
     # records its producer in ``creator``; ndarrays have neither.
+    if isinstance(obj, _Variable):
+        return True
     return hasattr(obj, "creator") and hasattr(obj, "data") and not isinstance(obj, np.ndarray)
+
+
+def _all_ints(items):
+    for s in items:
+        if type(s) is not int:
+            return False
+    return True
 
 
 def as_shape(shape, what="shape"):
     """Return ``shape`` as a tuple of Python ints, or raise TypeError."""
+    if type(shape) is tuple and _all_ints(shape):  # the common case, without ABC checks
+        return shape
     if _is_variable(shape):
         raise TypeError(f"{what} must be a tuple of ints, not a Variable")
     if isinstance(shape, (numbers.Integral, np.integer)) and not isinstance(shape, bool):
@@ -53,6 +66,8 @@ def normalize_axis(axis, ndim, what="axis", allow_none=True):
     Raises TypeError for a non-integer axis (including a Variable) and
     ValueError for an axis out of range or repeated.
     """
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, without ABC checks
+        return (axis % ndim,)
     if axis is None:
         if not allow_none:
             raise TypeError(f"{what} must be an int, not None")

@@ -33,7 +33,9 @@ cimport numpy as cnp
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.math cimport pow as c_pow
-from libc.math cimport sqrt as libm_sqrt
+from libc.math cimport sqrt as libm_sqrt, sqrtf
+from libc.string cimport memcpy
+from cython cimport floating
 from libc.stdlib cimport free, malloc, realloc
 
 cnp.import_array()
@@ -75,6 +77,7 @@ cdef object _Block = getattr(backend, "_Block", None)
 
 include "_config.pxi"
 include "_scalar_math.pxi"
+include "_fused.pxi"
 
 
 # ---------------------------------------------------------------- helpers
@@ -566,6 +569,11 @@ def _register_full_face(cls):
     _FullVarClass = cls
 
 
+cdef inline object _full_class():
+    # The full face's Variable once fastgrad.dezero is imported.
+    return _FullVarClass if _FullVarClass is not None else _VarClass
+
+
 cdef inline object _face_of(object v):
     # Outputs take the face of their first Variable input: plain Variables,
     # whatever subclass (Parameter) the input is.
@@ -605,13 +613,19 @@ cdef inline object _grad_array(_Variable v):
 
 
 cdef inline object _grad_variable(_Variable v):
-    """``v``'s gradient as a full-face Variable (or None), kept as its grad."""
+    """``v``'s gradient as a Variable of its face (or None).
+
+    On the full face the Variable becomes ``v``'s grad (``x.grad is x.grad``);
+    a stage-2 variable keeps its ndarray.
+    """
     g = v._get_grad()
     if g is None or isinstance(g, _Variable):
         return g
-    g = _wrap_data(g, _FullVarClass if _FullVarClass is not None else _VarClass)
-    v._grad = g
-    return g
+    if isinstance(v, _GraphVariable):
+        g = _wrap_data(g, _FullVarClass)
+        v._grad = g
+        return g
+    return _wrap_data(g, _VarClass)
 
 
 # ---------------------------------------------------------------- Function
@@ -1166,7 +1180,7 @@ cdef list _output_grads(Function f, bint as_variables):
             else:
                 shape, dtype = f._meta[i]
                 zeros = np.zeros(shape, dtype)
-            gys[i] = _wrap_data(zeros, _FullVarClass) if as_variables else zeros
+            gys[i] = _wrap_data(zeros, _full_class()) if as_variables else zeros
     return gys
 
 
@@ -1345,7 +1359,7 @@ cdef int _deliver_graph(_Variable x, object gx) except -1:
     if x._const:
         return 0
     if not isinstance(gx, _Variable):
-        gx = _wrap_data(np.asarray(gx), _FullVarClass)
+        gx = _wrap_data(np.asarray(gx), _full_class())
     data = x._get_data()
     if data is not None and (<_Variable>gx).shape != data.shape:
         gshape = (<_Variable>gx).shape

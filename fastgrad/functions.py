@@ -630,12 +630,13 @@ def _batch_len(name, shape):
     return shape[0]
 
 
-def _target(name, t, x_dtype=None):
-    # A target is a constant: a Variable contributes its array.  Integer and
-    # boolean targets take the floating dtype of the input, so float32 stays
-    # float32 (0/1 convert exactly, so float64 results are unchanged).
+def _target(t, x_dtype):
+    # A target is a constant: a Variable contributes its array.  It takes the
+    # floating dtype of the prediction, so a float32 model gets a float32
+    # loss and grads from float64 or integer labels (0/1 and float32 values
+    # convert exactly, so float64 results are unchanged).
     t = _data_of(t)
-    if x_dtype is not None and x_dtype.kind == "f" and t.dtype.kind in "biu":
+    if x_dtype.kind == "f" and t.dtype.kind in "biuf" and t.dtype != x_dtype:
         t = t.astype(x_dtype)
     return t
 
@@ -750,7 +751,7 @@ def _check_same_size(name, x_shape, t):
 def sigmoid_cross_entropy(x, t):
     """Binary cross entropy of logits ``x`` and 0/1 targets ``t``, averaged over the batch."""
     x = _as_variable(x)
-    t = _target("sigmoid_cross_entropy", t, x.dtype)
+    t = _target(t, x.dtype)
     _check_same_size("sigmoid_cross_entropy", tuple(x.shape), t)
     if x.ndim != t.ndim:
         t = t.reshape(*x.shape)
@@ -764,7 +765,7 @@ def sigmoid_cross_entropy(x, t):
 def binary_cross_entropy(p, t):
     """Binary cross entropy of probabilities ``p`` and 0/1 targets ``t``, averaged over the batch."""
     p = _as_variable(p)
-    t = _target("binary_cross_entropy", t, p.dtype)
+    t = _target(t, p.dtype)
     _check_same_size("binary_cross_entropy", tuple(p.shape), t)
     if p.ndim != t.ndim:
         t = t.reshape(*p.shape)
@@ -794,12 +795,19 @@ def accuracy(y, t):
 
 
 def _result_variable(like, data):
-    # A fresh leaf of the same face as ``like`` (the full face by default).
-    cls = type(_as_variable(like))
+    # A fresh plain Variable (not a Parameter) of the same face as ``like``;
+    # the full face for arrays.
     try:
-        return cls(data)
-    except TypeError:  # a subclass with another constructor
-        return _as_variable(data)
+        from fastgrad.dezero.core import Variable as full_variable
+    except ImportError:
+        full_variable = None
+    like = _as_variable(like)
+    if full_variable is not None and isinstance(like, full_variable):
+        return full_variable(data)
+    from fastgrad._core import Variable as stage2_variable
+    if isinstance(like, stage2_variable):
+        return stage2_variable(data)
+    return _as_variable(data)
 
 
 # ======================================================================

@@ -198,7 +198,7 @@ CASES = [
     Case("matmul_batch_bcast", F.matmul, np.matmul, [(2, 2, 3), (3, 4)]),
     Case("matmul_bcast_batch", F.matmul, np.matmul, [(2, 3), (2, 3, 4)]),
     Case("matmul_batch_1", F.matmul, np.matmul, [(1, 2, 3), (4, 3, 2)]),
-    Case("matmul_const_W", lambda x: F.matmul(x, W_CONST), lambda a: a @ W_CONST, [(2, 3)]),
+    Case("matmul_const_W", lambda x: F.matmul(x, W_CONST.astype(x.dtype)), lambda a: a @ W_CONST, [(2, 3)]),
     Case("linear_b", F.linear, lambda a, w, b: a @ w + b, [(2, 3), (3, 4), (4,)]),
     Case("linear_b_2d", F.linear, lambda a, w, b: a @ w + b, [(2, 3), (3, 4), (2, 4)]),
     Case("linear_b_row", F.linear, lambda a, w, b: a @ w + b, [(2, 3), (3, 4), (1, 4)]),
@@ -229,7 +229,7 @@ CASES = [
          [(4, 1), (4, 3)]),
     Case("mse_simple", F.mean_squared_error_simple, lambda a, b: np.sum((a - b) ** 2) / len(a - b),
          [(4, 3), (4, 3)]),
-    Case("mse_const", lambda x: F.mean_squared_error(x, np.ones((4, 3))),
+    Case("mse_const", lambda x: F.mean_squared_error(x, np.ones((4, 3), x.dtype)),
          lambda a: np.sum((a - 1) ** 2) / 4, [(4, 3)]),
     Case("softmax_cross_entropy", lambda x: F.softmax_cross_entropy(x, LABELS),
          lambda a: -np.mean(np_log_softmax(a)[np.arange(4), LABELS]), [(4, 3)]),
@@ -505,11 +505,17 @@ def test_accuracy(face):
     V = variable_class(face)
     y = V(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]))
     acc = F.accuracy(y, np.array([1, 0, 0]))
-    assert isinstance(acc, V)
+    assert type(acc) is V
     assert acc.creator is None
     assert acc.data.shape == () and acc.dtype == np.float64
     np.testing.assert_allclose(acc.data, 2 / 3)
     np.testing.assert_allclose(F.accuracy(y.data, V(np.array([[1], [0], [1]]))).data, 1.0)
+    assert type(F.accuracy(y.data, np.array([1, 0, 0]))) is fdz.Variable
+
+
+def test_accuracy_of_parameter_is_a_variable():
+    acc = F.accuracy(fdz.Parameter(np.eye(2)), np.array([0, 1]))
+    assert type(acc) is fdz.Variable
 
 
 def test_softmax_cross_entropy_target_gets_no_grad():

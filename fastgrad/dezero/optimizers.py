@@ -14,6 +14,8 @@ import numbers
 
 import numpy as np
 
+from fastgrad.dezero.core import Parameter
+
 __all__ = [
     "Optimizer", "SGD", "MomentumSGD", "AdaGrad", "AdaDelta", "Adam",
     "WeightDecay", "ClipGrad", "FreezeParam",
@@ -55,15 +57,6 @@ def _check_real(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     return value
-
-
-def _parameter_class():
-    # The full face's Parameter, when the engine provides it.
-    try:
-        from fastgrad.dezero.core import Parameter
-    except ImportError:
-        return None
-    return Parameter
 
 
 # =============================================================================
@@ -181,10 +174,9 @@ class FreezeParam:
     """
 
     def __init__(self, *layers):
-        parameter = _parameter_class()
         self.freeze_params = []
         for layer in layers:
-            if parameter is not None and isinstance(layer, parameter):
+            if isinstance(layer, Parameter):
                 self.freeze_params.append(layer)
             elif callable(getattr(layer, "params", None)):
                 self.freeze_params.extend(layer.params())
