@@ -12,51 +12,14 @@ import numpy as np
 
 from fastgrad.dezero import cuda
 
-try:
-    from fastgrad._array_utils import (
-        logsumexp,
-        max_backward_shape,
-        reshape_sum_backward,
-        sum_to,
-    )
-except ImportError:
-    # Stand-ins until the shared ndarray helpers are available.
-    def sum_to(x, shape):
-        """Sum `x` over axes so that the result has `shape`."""
-        shape = tuple(shape)
-        lead = x.ndim - len(shape)
-        lead_axis = tuple(range(lead))
-        axis = tuple(i + lead for i, n in enumerate(shape) if n == 1)
-        y = x.sum(lead_axis + axis, keepdims=True)
-        if lead > 0:
-            y = y.squeeze(lead_axis)
-        return y
-
-    def reshape_sum_backward(gy, x_shape, axis, keepdims):
-        """Reshape the grad of ``sum(x, axis, keepdims)`` to broadcast to x."""
-        ndim = len(x_shape)
-        if axis is None or ndim == 0 or keepdims:
-            shape = gy.shape
-        else:
-            axes = axis if isinstance(axis, (tuple, list)) else (axis,)
-            shape = list(gy.shape)
-            for a in sorted(a % ndim for a in axes):
-                shape.insert(a, 1)
-        return gy.reshape(shape)
-
-    def logsumexp(x, axis=1):
-        """``log(sum(exp(x), axis, keepdims=True))`` without overflow."""
-        m = x.max(axis=axis, keepdims=True)
-        s = np.exp(x - m).sum(axis=axis, keepdims=True)
-        return m + np.log(s)
-
-    def max_backward_shape(x, axis):
-        """Shape of ``max(x, axis)`` with the reduced axes kept as 1."""
-        if axis is None:
-            axis = range(x.ndim)
-        elif isinstance(axis, int):
-            axis = (axis,)
-        return [1 if ax in axis else n for ax, n in enumerate(x.shape)]
+# DeZero keeps these ndarray helpers in dezero.utils; fastgrad's structural
+# ops share one implementation of them.
+from fastgrad._array_utils import (  # noqa: F401 - DeZero's names
+    logsumexp,
+    max_backward_shape,
+    reshape_sum_backward,
+    sum_to,
+)
 
 
 __all__ = [
