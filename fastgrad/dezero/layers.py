@@ -301,7 +301,7 @@ class Linear(Layer):
         self.W.data = W_data.astype(self.dtype, copy=False)
 
     def forward(self, x):
-        shape = x.shape
+        shape = x.shape if hasattr(x, "shape") else np.shape(x)
         if len(shape) < 2:
             raise ValueError(f"Linear: the input must be 2-d (batch, in_size), got "
                              f"shape {tuple(shape)}")
