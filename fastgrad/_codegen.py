@@ -243,8 +243,11 @@ def _render_class(op):
         for p in params:
             w(f"        self.{p} = _check_constant({op.name!r}, {_param_label(op, p)!r}, {p})")
     w("")
-    w("    cdef object _declared(self):")
-    w(f"        return {cls}")
+    # The engine's table paths apply to this exact class only: a user
+    # subclass may override forward/backward.  (Set here, not in the base
+    # __cinit__: there the subclass's methods are not yet in place.)
+    w("    def __cinit__(self):")
+    w(f"        self._table = type(self) is {cls}")
     w("")
     w("    cdef int _arity(self) noexcept:")
     w(f"        return {n}")

@@ -663,6 +663,7 @@ cdef class Function:
     cdef Py_ssize_t _gen
     cdef unsigned long long _stamp
     cdef bint _has_gen
+    cdef bint _table            # an op of the table, of its exact declared class
 
     def __dealloc__(self):
         free(self._outs)
@@ -781,9 +782,6 @@ cdef class _TableOp(Function):
     that overrides ``forward``/``backward`` takes the general path.
     """
 
-    cdef object _declared(self):
-        return None
-
     cdef int _arity(self) noexcept:
         return 0
 
@@ -808,7 +806,7 @@ cdef class _TableOp(Function):
 
 
 cdef inline bint _is_table_op(Function f) noexcept:
-    return isinstance(f, _TableOp) and type(f) is (<_TableOp>f)._declared()
+    return f._table
 
 
 # Old name of the exponent check, kept for the Pow stub's readers.
@@ -843,11 +841,15 @@ cdef object _call_scalar(_TableOp f, tuple args, object face):
             return None
     if not f._scalar_params(p):
         return None
-    cls = _VarClass if face is None else face
-    for a in args:
-        if isinstance(a, _Variable):
-            cls = _face_of(a)
-            break
+    a = args[0]
+    if nargs == 2 and not isinstance(a, _Variable):
+        a = args[1]
+    if isinstance(a, _GraphVariable):
+        cls = _FullVarClass
+    elif face is None or isinstance(a, _Variable):
+        cls = _VarClass
+    else:
+        cls = face
     cdef _Variable out = _lazy_var(f._scalar_forward(x, p), cls)
     cdef _Variable v0, v1
     if _backprop_enabled():
