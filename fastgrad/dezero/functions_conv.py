@@ -1,0 +1,556 @@
+"""Convolution and pooling: DeZero 0.0.13's ``dezero.functions_conv``.
+
+Images are ``(N, C, H, W)`` arrays; filters of a convolution are
+``(OC, C, KH, KW)``, of a transposed convolution ``(C, OC, KH, KW)``.
+``kernel_size``, ``stride`` and ``pad`` are an int or a pair of ints.
+
+Every function is differentiable, and its backward is again made of this
+module's functions, so second (and higher) derivatives work for
+convolutions, transposed convolutions, max and average pooling and
+im2col/col2im.  The forward passes and first-order gradients perform
+DeZero's array operations in DeZero's order (the same im2col loops,
+``tensordot`` contractions and col2im accumulation), so float64 results
+equal DeZero's bit for bit.
+
+Beyond DeZero: bad shapes (a channel mismatch, a kernel larger than the
+padded input, an ``outsize`` that does not fit) raise ``ValueError`` naming
+the problem; average pooling's gradient is right for non-square kernels;
+and the second derivative of a convolution with respect to its filter
+(``Conv2DGradW.backward``) uses the incoming gradient, where DeZero's reads
+a weak reference.  Only NumPy arrays are supported (no CuPy kernels).
+"""
+import numbers
+
+import numpy as np
+
+from fastgrad import functions as _F
+from fastgrad.dezero.core import Function, as_variable
+
+__all__ = [
+    "Conv2d", "Deconv2d", "Conv2DGradW", "Pooling", "Pooling2DGrad",
+    "Pooling2DWithIndexes", "AveragePooling", "Im2col", "Col2im",
+    "conv2d", "conv2d_simple", "deconv2d", "pooling", "pooling_simple",
+    "average_pooling", "im2col", "col2im", "im2col_array", "col2im_array",
+]
+
+
+# =============================================================================
+# argument checks and sizes
+# =============================================================================
+def _pair(name, x, minimum):
+    # An int or a pair of ints (DeZero's ``pair``), each at least ``minimum``.
+    if isinstance(x, (list, tuple)):
+        if len(x) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {x!r}")
+        items = tuple(x)
+    else:
+        items = (x, x)
+    for v in items:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {x!r}")
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {x!r}")
+    return int(items[0]), int(items[1])
+
+
+def _conv_outsize(size, k, s, p):
+    return (size + p * 2 - k) // s + 1
+
+
+def _deconv_outsize(size, k, s, p):
+    return s * (size - 1) + k - 2 * p
+
+
+def _check_image(name, shape):
+    if len(shape) != 4:
+        raise ValueError(f"{name}: the input must be 4-d (N, C, H, W), got shape "
+                         f"{tuple(shape)}")
+
+
+def _out_hw(name, H, W, KH, KW, SH, SW, PH, PW):
+    OH = _conv_outsize(H, KH, SH, PH)
+    OW = _conv_outsize(W, KW, SW, PW)
+    if H + 2 * PH < KH or W + 2 * PW < KW:
+        raise ValueError(f"{name}: kernel {KH}x{KW} is larger than the padded input "
+                         f"{H + 2 * PH}x{W + 2 * PW} (input {H}x{W}, pad {PH},{PW})")
+    return OH, OW
+
+
+def _geometry(name, img_shape, kernel_size, stride, pad):
+    _check_image(name, img_shape)
+    N, C, H, W = img_shape
+    KH, KW = _pair(f"{name}: kernel_size", kernel_size, 1)
+    SH, SW = _pair(f"{name}: stride", stride, 1)
+    PH, PW = _pair(f"{name}: pad", pad, 0)
+    OH, OW = _out_hw(name, H, W, KH, KW, SH, SW, PH, PW)
+    return N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW
+
+
+# =============================================================================
+# im2col / col2im on ndarrays
+# =============================================================================
+def im2col_array(img, kernel_size, stride, pad, to_matrix=True):
+    """Patches of ``img`` (N, C, H, W) as ``(N, C, KH, KW, OH, OW)``.
+
+    With ``to_matrix`` the result is ``(N*OH*OW, C*KH*KW)``, one row per
+    output position.  The image is zero-padded by ``pad`` (and by
+    ``stride - 1`` more at the bottom and right, as DeZero pads).
+    """
+    img = np.asarray(img)
+    N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW = _geometry(
+        "im2col", img.shape, kernel_size, stride, pad)
+    img = np.pad(img, ((0, 0), (0, 0), (PH, PH + SH - 1), (PW, PW + SW - 1)),
+                 mode="constant", constant_values=(0,))
+    col = np.ndarray((N, C, KH, KW, OH, OW), dtype=img.dtype)
+    for j in range(KH):
+        j_lim = j + SH * OH
+        for i in range(KW):
+            i_lim = i + SW * OW
+            col[:, :, j, i, :, :] = img[:, :, j:j_lim:SH, i:i_lim:SW]
+    if to_matrix:
+        col = col.transpose((0, 4, 5, 1, 2, 3)).reshape((N * OH * OW, -1))
+    return col
+
+
+def col2im_array(col, img_shape, kernel_size, stride, pad, to_matrix=True):
+    """Sum patches back into an image of ``img_shape``: the adjoint of im2col.
+
+    Overlapping patches add up; the accumulation runs kernel row by kernel
+    row, column by column, as DeZero's does.
+    """
+    col = np.asarray(col)
+    img_shape = tuple(int(s) for s in img_shape)
+    N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW = _geometry(
+        "col2im", img_shape, kernel_size, stride, pad)
+    if to_matrix:
+        want = (N * OH * OW, C * KH * KW)
+        if col.shape != want:
+            raise ValueError(f"col2im: col of shape {col.shape} does not match image "
+                             f"shape {img_shape} (expected {want})")
+        col = col.reshape(N, OH, OW, C, KH, KW).transpose(0, 3, 4, 5, 1, 2)
+    elif col.shape != (N, C, KH, KW, OH, OW):
+        raise ValueError(f"col2im: col of shape {col.shape} does not match image "
+                         f"shape {img_shape} (expected {(N, C, KH, KW, OH, OW)})")
+    img = np.zeros((N, C, H + 2 * PH + SH - 1, W + 2 * PW + SW - 1), dtype=col.dtype)
+    for j in range(KH):
+        j_lim = j + SH * OH
+        for i in range(KW):
+            i_lim = i + SW * OW
+            img[:, :, j:j_lim:SH, i:i_lim:SW] += col[:, :, j, i, :, :]
+    return img[:, :, PH:H + PH, PW:W + PW]
+
+
+# =============================================================================
+# conv2d / deconv2d
+# =============================================================================
+class Conv2d(Function):
+    """2-d convolution (cross-correlation) of ``x`` with filters ``W``, plus ``b``."""
+
+    def __init__(self, stride=1, pad=0):
+        self.stride = _pair("conv2d: stride", stride, 1)
+        self.pad = _pair("conv2d: pad", pad, 0)
+
+    def forward(self, x, W, b=None):
+        _check_image("conv2d", x.shape)
+        if W.ndim != 4:
+            raise ValueError(f"conv2d: W must be 4-d (OC, C, KH, KW), got shape {W.shape}")
+        if W.shape[1] != x.shape[1]:
+            raise ValueError(f"conv2d: x has {x.shape[1]} channels but W of shape "
+                             f"{W.shape} expects {W.shape[1]}")
+        if b is not None and b.shape != (W.shape[0],):
+            raise ValueError(f"conv2d: b must have shape ({W.shape[0]},), got {b.shape}")
+        KH, KW = W.shape[2:]
+        col = im2col_array(x, (KH, KW), self.stride, self.pad, to_matrix=False)
+        y = np.tensordot(col, W, ((1, 2, 3), (1, 2, 3)))
+        if b is not None:
+            y += b
+        return np.rollaxis(y, 3, 1)
+
+    def backward(self, gy):
+        x, W = self.inputs[0], self.inputs[1]
+        gx = deconv2d(gy, W, b=None, stride=self.stride, pad=self.pad,
+                      outsize=(x.shape[2], x.shape[3]))
+        gW = Conv2DGradW(self)(x, gy)
+        if len(self.inputs) < 3:
+            return gx, gW
+        gb = _F.sum(gy, axis=(0, 2, 3))
+        return gx, gW, gb
+
+
+def conv2d(x, W, b=None, stride=1, pad=0):
+    """2-d convolution: ``y[n, o] = sum_c x[n, c] * W[o, c] + b[o]``.
+
+    Parameters
+    ----------
+    x : Variable or ndarray, shape (N, C, H, W)
+    W : Variable or ndarray, shape (OC, C, KH, KW)
+    b : Variable or ndarray, shape (OC,), optional
+    stride, pad : int or (int, int)
+
+    Returns
+    -------
+    Variable of shape (N, OC, OH, OW), ``OH = (H + 2*PH - KH) // SH + 1``.
+
+    Examples
+    --------
+    >>> conv2d(np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3)), pad=1).shape
+    (1, 2, 5, 5)
+    """
+    f = Conv2d(stride, pad)
+    if b is None:
+        return f(x, W)
+    return f(x, W, b)
+
+
+class Deconv2d(Function):
+    """Transposed convolution of ``x`` with ``W`` (C, OC, KH, KW), plus ``b``."""
+
+    def __init__(self, stride=1, pad=0, outsize=None):
+        self.stride = _pair("deconv2d: stride", stride, 1)
+        self.pad = _pair("deconv2d: pad", pad, 0)
+        self.outsize = (None if outsize is None
+                        else _pair("deconv2d: outsize", outsize, 1))
+
+    def forward(self, x, W, b=None):
+        _check_image("deconv2d", x.shape)
+        if W.ndim != 4:
+            raise ValueError(f"deconv2d: W must be 4-d (C, OC, KH, KW), got shape "
+                             f"{W.shape}")
+        SH, SW = self.stride
+        PH, PW = self.pad
+        C, OC, KH, KW = W.shape
+        N, xC, H, Wd = x.shape
+        if xC != C:
+            raise ValueError(f"deconv2d: x has {xC} channels but W of shape {W.shape} "
+                             f"expects {C}")
+        if b is not None and b.shape != (OC,):
+            raise ValueError(f"deconv2d: b must have shape ({OC},), got {b.shape}")
+        if self.outsize is None:
+            out_h = _deconv_outsize(H, KH, SH, PH)
+            out_w = _deconv_outsize(Wd, KW, SW, PW)
+            if out_h < 1 or out_w < 1:
+                raise ValueError(f"deconv2d: the output would be {out_h}x{out_w} "
+                                 f"(input {H}x{Wd}, kernel {KH}x{KW}, pad {PH},{PW})")
+        else:
+            out_h, out_w = self.outsize
+            if (out_h + 2 * PH < KH or out_w + 2 * PW < KW
+                    or _conv_outsize(out_h, KH, SH, PH) != H
+                    or _conv_outsize(out_w, KW, SW, PW) != Wd):
+                raise ValueError(f"deconv2d: outsize {self.outsize} does not fit an "
+                                 f"input of {H}x{Wd} with kernel {KH}x{KW}, stride "
+                                 f"{self.stride}, pad {self.pad}")
+        img_shape = (N, OC, out_h, out_w)
+        gcol = np.tensordot(W, x, (0, 1))
+        gcol = np.rollaxis(gcol, 3)
+        y = col2im_array(gcol, img_shape, (KH, KW), self.stride, self.pad,
+                         to_matrix=False)
+        if b is not None:
+            y += b.reshape((1, b.size, 1, 1))
+        return y
+
+    def backward(self, gy):
+        x, W = self.inputs[0], self.inputs[1]
+        gx = conv2d(gy, W, b=None, stride=self.stride, pad=self.pad)
+        gW = Conv2DGradW(self)(gy, x)
+        if len(self.inputs) < 3:
+            return gx, gW
+        gb = _F.sum(gy, axis=(0, 2, 3))
+        return gx, gW, gb
+
+
+def deconv2d(x, W, b=None, stride=1, pad=0, outsize=None):
+    """Transposed 2-d convolution (the gradient of ``conv2d`` w.r.t. its input).
+
+    Parameters
+    ----------
+    x : Variable or ndarray, shape (N, C, H, W)
+    W : Variable or ndarray, shape (C, OC, KH, KW)
+    b : Variable or ndarray, shape (OC,), optional
+    stride, pad : int or (int, int)
+    outsize : (int, int), optional
+        Output height and width; by default ``SH * (H - 1) + KH - 2 * PH``
+        (and likewise for the width).
+
+    Examples
+    --------
+    >>> deconv2d(np.ones((1, 2, 3, 3)), np.ones((2, 4, 3, 3)), stride=2).shape
+    (1, 4, 7, 7)
+    """
+    f = Deconv2d(stride, pad, outsize)
+    if b is None:
+        return f(x, W)
+    return f(x, W, b)
+
+
+class Conv2DGradW(Function):
+    """The filter gradient of a convolution, as a differentiable function.
+
+    Built from the ``Conv2d`` (or ``Deconv2d``) it differentiates; called as
+    ``Conv2DGradW(conv)(x, gy)`` it returns ``gW`` of the filter's shape.
+    It is bilinear in ``x`` and ``gy``, so its own backward is a transposed
+    convolution and a convolution with the incoming gradient.
+    """
+
+    def __init__(self, conv2d):
+        W = conv2d.inputs[1]
+        kh, kw = W.shape[2:]
+        self.kernel_size = (kh, kw)
+        self.stride = conv2d.stride
+        self.pad = conv2d.pad
+
+    def forward(self, x, gy):
+        col = im2col_array(x, self.kernel_size, self.stride, self.pad,
+                           to_matrix=False)
+        return np.tensordot(gy, col, ((0, 2, 3), (0, 4, 5)))
+
+    def backward(self, ggW):
+        x, gy = self.inputs
+        xh, xw = x.shape[2:]
+        gx = deconv2d(gy, ggW, stride=self.stride, pad=self.pad, outsize=(xh, xw))
+        ggy = conv2d(x, ggW, stride=self.stride, pad=self.pad)
+        return gx, ggy
+
+
+# =============================================================================
+# max pooling / average pooling
+# =============================================================================
+class Pooling(Function):
+    """Max pooling over ``kernel_size`` windows (zero padding, as DeZero pads)."""
+
+    def __init__(self, kernel_size, stride=1, pad=0):
+        _pair("pooling: kernel_size", kernel_size, 1)
+        _pair("pooling: stride", stride, 1)
+        _pair("pooling: pad", pad, 0)
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.pad = pad
+
+    def forward(self, x):
+        col = im2col_array(x, self.kernel_size, self.stride, self.pad,
+                           to_matrix=False)
+        N, C, KH, KW, OH, OW = col.shape
+        col = col.reshape(N, C, KH * KW, OH, OW)
+        self.indexes = col.argmax(axis=2)
+        return col.max(axis=2)
+
+    def backward(self, gy):
+        return Pooling2DGrad(self)(gy)
+
+
+class Pooling2DGrad(Function):
+    """Gradient of max pooling: each output's gradient goes to its argmax."""
+
+    def __init__(self, mpool2d):
+        self.mpool2d = mpool2d
+        self.kernel_size = mpool2d.kernel_size
+        self.stride = mpool2d.stride
+        self.pad = mpool2d.pad
+        self.input_shape = mpool2d.inputs[0].shape
+        self.dtype = mpool2d.inputs[0].dtype
+        self.indexes = mpool2d.indexes
+
+    def forward(self, gy):
+        N, C, OH, OW = gy.shape
+        N, C, H, W = self.input_shape
+        KH, KW = _pair("pooling: kernel_size", self.kernel_size, 1)
+        gcol = np.zeros((N * C * OH * OW * KH * KW), dtype=self.dtype)
+        indexes = (self.indexes.ravel()
+                   + np.arange(0, self.indexes.size * KH * KW, KH * KW))
+        gcol[indexes] = gy.ravel()
+        gcol = gcol.reshape(N, C, OH, OW, KH, KW)
+        gcol = np.swapaxes(gcol, 2, 4)
+        gcol = np.swapaxes(gcol, 3, 5)
+        return col2im_array(gcol, (N, C, H, W), self.kernel_size, self.stride,
+                            self.pad, to_matrix=False)
+
+    def backward(self, ggx):
+        return Pooling2DWithIndexes(self.mpool2d)(ggx)
+
+
+class Pooling2DWithIndexes(Function):
+    """Pick, in each window, the element at the max pooling's argmax.
+
+    Linear in its input; its backward is ``Pooling2DGrad`` again, so max
+    pooling can be differentiated any number of times.
+    """
+
+    def __init__(self, mpool2d):
+        self.mpool2d = mpool2d
+        self.kernel_size = mpool2d.kernel_size
+        self.stride = mpool2d.stride
+        self.pad = mpool2d.pad
+        self.input_shape = mpool2d.inputs[0].shape
+        self.dtype = mpool2d.inputs[0].dtype
+        self.indexes = mpool2d.indexes
+
+    def forward(self, x):
+        if x.shape != tuple(self.input_shape):
+            raise ValueError(f"Pooling2DWithIndexes: input of shape {x.shape} does "
+                             f"not match the pooled input {tuple(self.input_shape)}")
+        col = im2col_array(x, self.kernel_size, self.stride, self.pad,
+                           to_matrix=False)
+        N, C, KH, KW, OH, OW = col.shape
+        col = col.reshape(N, C, KH * KW, OH, OW)
+        col = col.transpose(0, 1, 3, 4, 2).reshape(-1, KH * KW)
+        indexes = self.indexes.ravel()
+        col = col[np.arange(len(indexes)), indexes]
+        return col.reshape(N, C, OH, OW)
+
+    def backward(self, gy):
+        return Pooling2DGrad(self.mpool2d)(gy)
+
+
+def pooling(x, kernel_size, stride=1, pad=0):
+    """Max pooling of ``x`` (N, C, H, W) over ``kernel_size`` windows.
+
+    Padding adds zeros (DeZero's convention), which take part in the max.
+
+    Examples
+    --------
+    >>> pooling(np.arange(16.0).reshape(1, 1, 4, 4), 2, 2).data
+    array([[[[ 5.,  7.],
+             [13., 15.]]]])
+    """
+    return Pooling(kernel_size, stride, pad)(x)
+
+
+class AveragePooling(Function):
+    """Mean over ``kernel_size`` windows (zero padding counts in the mean)."""
+
+    def __init__(self, kernel_size, stride=1, pad=0):
+        _pair("average_pooling: kernel_size", kernel_size, 1)
+        _pair("average_pooling: stride", stride, 1)
+        _pair("average_pooling: pad", pad, 0)
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.pad = pad
+        self.input_shape = None
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        col = im2col_array(x, self.kernel_size, self.stride, self.pad,
+                           to_matrix=False)
+        return col.mean(axis=(2, 3))
+
+    def backward(self, gy):
+        N, C, OH, OW = gy.shape
+        KH, KW = _pair("average_pooling: kernel_size", self.kernel_size, 1)
+        gy = gy / (KW * KH)
+        gcol = _F.broadcast_to(_F.reshape(gy, (-1,)), (KH, KW, N * C * OH * OW))
+        gcol = _F.transpose(_F.reshape(gcol, (KH, KW, N, C, OH, OW)),
+                            (2, 3, 0, 1, 4, 5))
+        return col2im(gcol, self.input_shape, self.kernel_size, self.stride,
+                      self.pad, to_matrix=False)
+
+
+def average_pooling(x, kernel_size, stride=1, pad=0):
+    """Average pooling of ``x`` (N, C, H, W) over ``kernel_size`` windows.
+
+    Examples
+    --------
+    >>> average_pooling(np.ones((1, 1, 4, 4)), 2, 2).shape
+    (1, 1, 2, 2)
+    """
+    return AveragePooling(kernel_size, stride, pad)(x)
+
+
+# =============================================================================
+# im2col / col2im as functions
+# =============================================================================
+class Im2col(Function):
+    """``im2col_array`` as a differentiable function (backward: ``col2im``)."""
+
+    def __init__(self, kernel_size, stride, pad, to_matrix):
+        self.input_shape = None
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.pad = pad
+        self.to_matrix = to_matrix
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        return im2col_array(x, self.kernel_size, self.stride, self.pad,
+                            self.to_matrix)
+
+    def backward(self, gy):
+        return col2im(gy, self.input_shape, self.kernel_size, self.stride,
+                      self.pad, self.to_matrix)
+
+
+def im2col(x, kernel_size, stride=1, pad=0, to_matrix=True):
+    """Extract the patches of ``x`` (N, C, H, W) that a filter visits.
+
+    Parameters
+    ----------
+    x : Variable or ndarray, shape (N, C, H, W)
+    kernel_size, stride, pad : int or (int, int)
+    to_matrix : bool
+        If True the result is ``(N*OH*OW, C*KH*KW)``, else
+        ``(N, C, KH, KW, OH, OW)``.
+
+    Examples
+    --------
+    >>> im2col(np.ones((1, 3, 7, 7)), 5).shape
+    (9, 75)
+    """
+    return Im2col(kernel_size, stride, pad, to_matrix)(x)
+
+
+class Col2im(Function):
+    """``col2im_array`` as a differentiable function (backward: ``im2col``)."""
+
+    def __init__(self, input_shape, kernel_size, stride, pad, to_matrix):
+        self.input_shape = input_shape
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.pad = pad
+        self.to_matrix = to_matrix
+
+    def forward(self, x):
+        return col2im_array(x, self.input_shape, self.kernel_size, self.stride,
+                            self.pad, self.to_matrix)
+
+    def backward(self, gy):
+        return im2col(gy, self.kernel_size, self.stride, self.pad, self.to_matrix)
+
+
+def col2im(x, input_shape, kernel_size, stride=1, pad=0, to_matrix=True):
+    """Sum patches ``x`` back into an image of ``input_shape`` (adjoint of im2col)."""
+    return Col2im(input_shape, kernel_size, stride, pad, to_matrix)(x)
+
+
+# =============================================================================
+# [simple versions] built from im2col and the general functions
+# =============================================================================
+def conv2d_simple(x, W, b=None, stride=1, pad=0):
+    """``conv2d`` composed of ``im2col``, ``linear``, ``reshape`` and ``transpose``."""
+    x, W = as_variable(x), as_variable(W)
+    Weight = W
+    _check_image("conv2d_simple", x.shape)
+    N, C, H, Wd = x.shape
+    if Weight.ndim != 4 or Weight.shape[1] != C:
+        raise ValueError(f"conv2d_simple: W of shape {Weight.shape} does not fit x "
+                         f"with {C} channels (expected (OC, {C}, KH, KW))")
+    OC, C, KH, KW = Weight.shape
+    SH, SW = _pair("conv2d_simple: stride", stride, 1)
+    PH, PW = _pair("conv2d_simple: pad", pad, 0)
+    OH, OW = _out_hw("conv2d_simple", H, Wd, KH, KW, SH, SW, PH, PW)
+    col = im2col(x, (KH, KW), stride, pad, to_matrix=True)
+    Weight = _F.transpose(_F.reshape(Weight, (OC, -1)))
+    t = _F.linear(col, Weight, b)
+    return _F.transpose(_F.reshape(t, (N, OH, OW, OC)), (0, 3, 1, 2))
+
+
+def pooling_simple(x, kernel_size, stride=1, pad=0):
+    """Max pooling composed of ``im2col``, ``max``, ``reshape`` and ``transpose``."""
+    x = as_variable(x)
+    _check_image("pooling_simple", x.shape)
+    N, C, H, W = x.shape
+    KH, KW = _pair("pooling_simple: kernel_size", kernel_size, 1)
+    PH, PW = _pair("pooling_simple: pad", pad, 0)
+    SH, SW = _pair("pooling_simple: stride", stride, 1)
+    OH, OW = _out_hw("pooling_simple", H, W, KH, KW, SH, SW, PH, PW)
+    col = im2col(x, kernel_size, stride, pad, to_matrix=True)
+    col = _F.reshape(col, (-1, KH * KW))
+    y = _F.max(col, axis=1)
+    return _F.transpose(_F.reshape(y, (N, OH, OW, C)), (0, 3, 1, 2))
