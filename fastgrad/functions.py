@@ -932,3 +932,10 @@ def max(x, axis=None, keepdims=False):
 def min(x, axis=None, keepdims=False):
     """Minimum of ``x`` over ``axis`` (ties all receive the gradient, as in DeZero)."""
     return Min(axis, keepdims)(x)
+
+
+# Network functions (dropout, batch_norm, embed_id) live in their own module.
+from fastgrad import nn_functions as _nn_functions  # noqa: E402
+from fastgrad.nn_functions import *  # noqa: E402,F401,F403
+
+__all__ = __all__ + list(_nn_functions.__all__)

@@ -19,6 +19,8 @@ from fastgrad.dezero.core import (  # noqa: E402
 )
 
 
+from fastgrad.dezero.layers import Layer  # noqa: E402
+from fastgrad.dezero.models import Model  # noqa: E402
 from fastgrad.dezero.datasets import Dataset  # noqa: E402
 from fastgrad.dezero.dataloaders import DataLoader, SeqDataLoader  # noqa: E402
 
@@ -26,6 +28,9 @@ import fastgrad.dezero.cuda  # noqa: E402,F401
 import fastgrad.dezero.dataloaders  # noqa: E402,F401
 import fastgrad.dezero.datasets  # noqa: E402,F401
 import fastgrad.dezero.functions  # noqa: E402,F401
+import fastgrad.dezero.functions_conv  # noqa: E402,F401
+import fastgrad.dezero.layers  # noqa: E402,F401
+import fastgrad.dezero.models  # noqa: E402,F401
 import fastgrad.dezero.optimizers  # noqa: E402,F401
 import fastgrad.dezero.transforms  # noqa: E402,F401
 import fastgrad.dezero.utils  # noqa: E402,F401

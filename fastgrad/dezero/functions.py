@@ -10,5 +10,12 @@ from fastgrad.dezero.core import (  # noqa: F401 - DeZero re-exports the core op
     Add, Div, Function, Mul, Neg, Pow, Sub, Variable, as_array, as_variable,
 )
 
+from fastgrad.dezero.functions_conv import (  # noqa: E402,F401 - as DeZero re-exports them
+    average_pooling, col2im, conv2d, conv2d_simple, deconv2d, im2col, pooling,
+    pooling_simple,
+)
+
 globals().update(_core.FULL_FACE_FUNCTIONS)
-__all__ = sorted(set(_all) | set(_core.FULL_FACE_FUNCTIONS))
+__all__ = sorted(set(_all) | set(_core.FULL_FACE_FUNCTIONS) | {
+    "average_pooling", "col2im", "conv2d", "conv2d_simple", "deconv2d", "im2col",
+    "pooling", "pooling_simple"})
