@@ -68,6 +68,7 @@ cdef bint _pure = PURE
 # The owner (ndarray.base) of an array whose buffer came from the kernels'
 # buffer cache; such an array owns its memory as much as one with no base.
 cdef object _Block = getattr(_K, "_Block", None)
+from fastgrad._ops import _backward_begin, _backward_end  # buffer-cache lifetime
 
 
 # ---------------------------------------------------------------- Config
@@ -1124,6 +1125,7 @@ cdef int _backward(Function root, bint retain_grad) except -1:
     cdef Function f, creator
     cdef _Variable x
     _queue_init(&queue, root._gen)
+    _backward_begin()   # freed buffers may be reused until _backward_end
     try:
         root._stamp = stamp
         _queue_push(&queue, root)
@@ -1142,6 +1144,7 @@ cdef int _backward(Function root, bint retain_grad) except -1:
                         _queue_push(&queue, creator)
     finally:
         _queue_free(&queue)
+        _backward_end()
     return 0
 
 

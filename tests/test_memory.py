@@ -282,6 +282,10 @@ def test_no_node_refers_back(impl):
 # ---------------------------------------------------------------------------
 def rss():
     psutil = pytest.importorskip("psutil")
+    # memory_profiler is imported here, before any baseline is taken: its
+    # import (multiprocessing and friends) would otherwise count as the
+    # workload's memory when an RSS test runs first in a fresh process.
+    pytest.importorskip("memory_profiler")
     return psutil.Process().memory_info().rss
 
 
