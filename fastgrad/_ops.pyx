@@ -355,13 +355,24 @@ cdef int _plan(double e, int* n) noexcept:
 #   lives and reuses it for y_k+2, and when its last array dies -- `del` of
 #   a forward pass's output -- nothing is kept.
 #
-# Blocks come from mmap/munmap, not malloc: after freeing a large chunk,
-# glibc raises its mmap threshold (up to 32 MiB) and serves later ones from
-# the heap, which it returns to the OS only from the top, so free() would not
-# reliably lower RSS.  The process-wide allocator is untouched, and blocks
-# are reported to tracemalloc in NumPy's domain while an array uses them.
-# set_buffer_cache(persistent=True) keeps blocks across computations (fewer
-# faults from one iteration to the next, memory held after `del`).
+# Blocks come from mmap/munmap, not malloc, and are reported to tracemalloc
+# in NumPy's domain while an array uses them.  set_buffer_cache(persistent=
+# True) keeps blocks across computations (fewer faults from one iteration to
+# the next, memory held after `del`).
+#
+# Why mmap, and the one process-wide setting: after freeing a large mmap'd
+# chunk, glibc raises its mmap threshold to that size (up to 32 MiB) and
+# serves later ones from the heap, which free() returns to the OS only from
+# the top.  An array allocated last (a leaf's grad) then pins every freed
+# array below it: 10 squares of 10^6 float64 in a user Function (NumPy code)
+# kept 11 arrays resident after `del`, in DeZero as well.  So at import, on
+# glibc, the mmap threshold is fixed at 1 MiB (M_MMAP_THRESHOLD, which also
+# stops the dynamic raising) and the trim threshold at 2 MiB: every
+# allocation of 1 MiB or more, NumPy's included, is its own mapping and is
+# unmapped by free().  The cost is a fresh page fault per page for NumPy
+# temporaries that the heap would have recycled.  FASTGRAD_MMAP_THRESHOLD=
+# off (or a byte count) in the environment leaves glibc alone (or sets
+# another threshold).
 # ---------------------------------------------------------------------------
 
 cdef extern from "Python.h":
@@ -378,6 +389,19 @@ cdef extern from "<sys/mman.h>" nogil:
 cdef extern from "<unistd.h>" nogil:
     long sysconf(int name)
     int _SC_PAGESIZE
+
+cdef extern from *:
+    """
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    static int fastgrad_mallopt(int threshold, int trim) {
+        return mallopt(M_MMAP_THRESHOLD, threshold) && mallopt(M_TRIM_THRESHOLD, trim);
+    }
+    #else
+    static int fastgrad_mallopt(int threshold, int trim) { return 0; }
+    #endif
+    """
+    int fastgrad_mallopt(int threshold, int trim)
 
 DEF _CACHE_SLOTS = 8
 
@@ -499,6 +523,40 @@ cdef object _alloc(int nd, cnp.npy_intp* dims, int t):
     return arr
 
 
+cdef object _mmap_threshold = None   # bytes, once set; None: glibc untouched
+
+
+def _set_malloc_thresholds(setting):
+    """Apply a FASTGRAD_MMAP_THRESHOLD value ("off" or bytes); return the threshold or None."""
+    global _mmap_threshold
+    text = str(setting).strip().lower()
+    if text in ("off", "0", "no", "false"):
+        return None
+    try:
+        threshold = int(text)
+    except ValueError:
+        raise ValueError(f"FASTGRAD_MMAP_THRESHOLD must be 'off' or a byte count, "
+                         f"got {setting!r}") from None
+    if not 4096 <= threshold <= 32 << 20:      # glibc's accepted range
+        raise ValueError(f"FASTGRAD_MMAP_THRESHOLD must be in 4096..{32 << 20}, "
+                         f"got {threshold}")
+    if fastgrad_mallopt(threshold, 2 * threshold):
+        _mmap_threshold = threshold
+    return _mmap_threshold
+
+
+def _configure_malloc():
+    import os
+    try:
+        _set_malloc_thresholds(os.environ.get("FASTGRAD_MMAP_THRESHOLD", str(1 << 20)))
+    except ValueError as exc:     # a bad setting must not make the import fail
+        import warnings
+        warnings.warn(f"{exc}; glibc's malloc is left alone", RuntimeWarning)
+
+
+_configure_malloc()
+
+
 def _set_par_min(Py_ssize_t n):
     """Set the two-thread threshold (elements); returns the old one.  For benchmarks."""
     global _PAR_MIN
@@ -544,7 +602,9 @@ def buffer_cache_info():
         NumPy's allocator; ``persistent``: blocks are kept across
         computations; ``live_bytes``: blocks the running computation
         allocated that are still in use; ``backward_passes``: backward
-        passes running now (any thread).
+        passes running now (any thread); ``mmap_threshold``: the glibc
+        mmap threshold fastgrad set at import (None if it left malloc
+        alone, see ``FASTGRAD_MMAP_THRESHOLD``).
 
     Examples
     --------
@@ -555,7 +615,7 @@ def buffer_cache_info():
     return dict(entries=_cache_n, bytes=_cache_bytes, max_entries=_cache_max_entries,
                 max_bytes=_cache_max_bytes, min_bytes=_CACHE_MIN_BYTES,
                 persistent=bool(_persistent), live_bytes=_live_bytes,
-                backward_passes=_passes)
+                backward_passes=_passes, mmap_threshold=_mmap_threshold)
 
 
 def set_buffer_cache(max_entries=None, max_bytes=None, persistent=None):
