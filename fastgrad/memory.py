@@ -30,6 +30,16 @@ is not counted):
   A above glibc's 32 MiB mmap threshold every array is a fresh mapping, so
   it is A / 4096 faults per array written.
 
+Two tools apply the same instruments to your own code:
+
+* :func:`graph_report` -- for a live output, how many functions and
+  variables its graph has and which functions keep which bytes alive
+  (outputs, leaf inputs saved for backward, grads), largest first;
+* :func:`profile` -- your function under backprop, ``no_grad()`` and
+  ``retain_grad=True``, each in a fresh subprocess: peak, held while the
+  output lives and after ``del``, with the savings.  From the shell:
+  ``python -m fastgrad.memory profile module:function --shape 1000,1000``.
+
 Only the standard library and NumPy are imported at module level; psutil,
 memory_profiler (``--plot``), matplotlib (``--plot``) and DeZero (the peer)
 are optional.
