@@ -73,6 +73,7 @@ cdef bint _pure = PURE
 # The owner (ndarray.base) of an array whose buffer came from the kernels'
 # buffer cache; such an array owns its memory as much as one with no base.
 cdef object _Block = getattr(backend, "_Block", None)
+from fastgrad._ops import _backward_begin, _backward_end  # buffer-cache lifetime
 
 
 include "_config.pxi"
@@ -1005,6 +1006,7 @@ cdef int _backward(Function root, bint retain_grad, bint create_graph) except -1
     cdef _Variable x
     _queue_init(&queue, root._gen)
     _active_backwards += 1
+    _backward_begin()   # freed buffers may be reused until _backward_end
     try:
         _mark(root, stamp, restore)
         _queue_push(&queue, root)
@@ -1027,6 +1029,7 @@ cdef int _backward(Function root, bint retain_grad, bint create_graph) except -1
     finally:
         _active_backwards -= 1
         _queue_free(&queue)
+        _backward_end()
         if restore:
             for f, old in reversed(restore):
                 f._stamp = old

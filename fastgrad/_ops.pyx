@@ -333,60 +333,146 @@ cdef int _plan(double e, int* n) noexcept:
 
 
 # ---------------------------------------------------------------------------
-# Result buffers.  A fresh large NumPy array is mmap'd and every page is
-# faulted in on first write (then unmapped again on free): at 10^6..10^7
-# elements that costs about as much as the loop itself.  Large kernel results
-# therefore come from a small bounded cache of blocks: the array's base is a
-# _Block that gives the memory back to the cache when the array dies.  The
-# process-wide allocator is untouched, and blocks are reported to tracemalloc
-# in NumPy's domain while an array uses them.
+# Result buffers.  A fresh large array is mmap'd and every page is faulted in
+# on first write: at 10^6..10^7 elements that costs about as much as the loop
+# itself.  Large kernel results therefore live in blocks this module maps
+# itself (the array's base is a _Block, which hands the memory back when the
+# array dies), and a freed block can serve the next large result instead of
+# being unmapped -- but only while the computation that freed it is still
+# running, so that memory dropped with `del` goes back to the OS at once.
+#
+# A computation is what runs between the boundaries of backward passes (the
+# engine brackets its driver with _backward_begin/_backward_end): a forward
+# pass, one backward pass, a no_grad chain.  When one ends (a pass begins or
+# ends), every kept block is unmapped, and arrays that outlive it (the graph
+# while its output lives, the leaves' grads) keep nothing cached.  Within it:
+#
+# * a backward pass keeps what it frees (up to the bounds) once it has
+#   allocated a block itself, so it reuses the gradients it frees, while a
+#   pass of NumPy-only user Functions keeps nothing it would never reuse;
+# * otherwise the kept blocks, all but the last, never exceed in bytes the
+#   computation's own live blocks: a no_grad chain frees y_k while y_k+1
+#   lives and reuses it for y_k+2, and when its last array dies -- `del` of
+#   a forward pass's output -- nothing is kept.
+#
+# Blocks come from mmap/munmap, not malloc, and are reported to tracemalloc
+# in NumPy's domain while an array uses them.  set_buffer_cache(persistent=
+# True) keeps blocks across computations (fewer faults from one iteration to
+# the next, memory held after `del`).
+#
+# Why mmap, and the one process-wide setting: after freeing a large mmap'd
+# chunk, glibc raises its mmap threshold to that size (up to 32 MiB) and
+# serves later ones from the heap, which free() returns to the OS only from
+# the top.  An array allocated last (a leaf's grad) then pins every freed
+# array below it: 10 squares of 10^6 float64 in a user Function (NumPy code)
+# kept 11 arrays resident after `del`, in DeZero as well.  So at import, on
+# glibc, the mmap threshold is fixed at 1 MiB (M_MMAP_THRESHOLD, which also
+# stops the dynamic raising) and the trim threshold at 2 MiB: every
+# allocation of 1 MiB or more, NumPy's included, is its own mapping and is
+# unmapped by free().  The cost is a fresh page fault per page for NumPy
+# temporaries that the heap would have recycled.  FASTGRAD_MMAP_THRESHOLD=
+# off (or a byte count) in the environment leaves glibc alone (or sets
+# another threshold).
 # ---------------------------------------------------------------------------
 
 cdef extern from "Python.h":
     int PyTraceMalloc_Track(unsigned int domain, uintptr_t ptr, size_t size)
     int PyTraceMalloc_Untrack(unsigned int domain, uintptr_t ptr)
 
-cdef extern from "sys/mman.h" nogil:
+cdef extern from "<sys/mman.h>" nogil:
+    void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void* addr, size_t length)
     int madvise(void* addr, size_t length, int advice)
-    int MADV_HUGEPAGE
+    void* MAP_FAILED
+    int PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MADV_HUGEPAGE
 
-cdef extern from "stdlib.h" nogil:
-    int posix_memalign(void** memptr, size_t alignment, size_t size)
+cdef extern from "<unistd.h>" nogil:
+    long sysconf(int name)
+    int _SC_PAGESIZE
+
+cdef extern from *:
+    """
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    static int fastgrad_mallopt(int threshold, int trim) {
+        return mallopt(M_MMAP_THRESHOLD, threshold) && mallopt(M_TRIM_THRESHOLD, trim);
+    }
+    #else
+    static int fastgrad_mallopt(int threshold, int trim) { return 0; }
+    #endif
+    """
+    int fastgrad_mallopt(int threshold, int trim)
 
 DEF _CACHE_SLOTS = 8
 
 cdef unsigned int _NPY_DOMAIN = np.lib.tracemalloc_domain
 # Results smaller than this use NumPy's allocator (its small-block cache is fine).
 cdef size_t _CACHE_MIN_BYTES = 1 << 20
+cdef size_t _HUGE_PAGE = 1 << 21
+cdef size_t _PAGE = <size_t>sysconf(_SC_PAGESIZE)
 cdef int _cache_max_entries = 8
 cdef size_t _cache_max_bytes = 256 << 20
+cdef bint _persistent = False
 cdef void* _cache_ptr[_CACHE_SLOTS]
 cdef size_t _cache_size[_CACHE_SLOTS]
 cdef int _cache_n = 0
 cdef size_t _cache_bytes = 0
+# The running computation: its number, how many blocks it allocated and the
+# bytes of those still alive; and how many backward passes are running (any
+# thread; the GIL orders all of this).
+cdef unsigned long long _epoch = 0
+cdef size_t _allocs = 0
+cdef size_t _live_bytes = 0
+cdef int _passes = 0
 
 
 cdef class _Block:
-    """Owner (``ndarray.base``) of a cached result buffer."""
+    """Owner (``ndarray.base``) of a kernel result buffer."""
     cdef void* ptr
     cdef size_t size
+    cdef unsigned long long epoch
 
     def __dealloc__(self):
+        global _live_bytes
         if self.ptr != NULL:
             PyTraceMalloc_Untrack(_NPY_DOMAIN, <uintptr_t>self.ptr)
+            if self.epoch == _epoch:
+                _live_bytes -= self.size
             _cache_put(self.ptr, self.size)
             self.ptr = NULL
 
 
+cdef void* _map(size_t size) noexcept:
+    """``size`` bytes (a page multiple) of fresh memory, or NULL.
+
+    Blocks of 2 MiB or more start on a 2 MiB boundary so that transparent
+    huge pages can back all of them (NumPy madvises its large arrays too).
+    """
+    cdef size_t extra = _HUGE_PAGE if size >= _HUGE_PAGE else 0
+    cdef size_t head = 0
+    cdef char* raw = <char*>mmap(NULL, size + extra, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if <void*>raw == MAP_FAILED:
+        return NULL
+    if extra:
+        head = (_HUGE_PAGE - (<uintptr_t>raw & (_HUGE_PAGE - 1))) & (_HUGE_PAGE - 1)
+        if head:
+            munmap(raw, head)
+        munmap(raw + head + size, extra - head)
+        madvise(raw + head, size, MADV_HUGEPAGE)
+    return raw + head
+
+
 cdef void _cache_put(void* ptr, size_t size) noexcept:
     global _cache_n, _cache_bytes
-    if _cache_n < _cache_max_entries and _cache_bytes + size <= _cache_max_bytes:
+    if _cache_n < _cache_max_entries:
         _cache_ptr[_cache_n] = ptr
         _cache_size[_cache_n] = size
         _cache_n += 1
         _cache_bytes += size
     else:
-        free(ptr)
+        munmap(ptr, size)
+    _trim()
 
 
 cdef void* _cache_take(size_t nbytes, size_t* size) noexcept:
@@ -406,7 +492,8 @@ cdef void* _cache_take(size_t nbytes, size_t* size) noexcept:
 
 
 cdef object _alloc(int nd, cnp.npy_intp* dims, int t):
-    """Uninitialised C-contiguous array; large ones come from the block cache."""
+    """Uninitialised C-contiguous array; large ones are blocks (see above)."""
+    global _live_bytes, _allocs
     cdef size_t nbytes = 8 if t == cnp.NPY_DOUBLE else 4
     cdef size_t size = 0
     cdef void* ptr
@@ -414,23 +501,60 @@ cdef object _alloc(int nd, cnp.npy_intp* dims, int t):
     cdef _Block block
     for i in range(nd):
         nbytes *= <size_t>dims[i]
-    if nbytes < _CACHE_MIN_BYTES or _cache_max_entries == 0:
+    if nbytes < _CACHE_MIN_BYTES:
         return cnp.PyArray_EMPTY(nd, dims, t, 0)
     ptr = _cache_take(nbytes, &size)
     if ptr == NULL:
-        size = nbytes
-        # 2 MiB alignment lets transparent huge pages back the whole block,
-        # as NumPy's own allocator arranges with madvise for large arrays.
-        if posix_memalign(&ptr, 1 << 21, size) != 0:
+        size = (nbytes + _PAGE - 1) // _PAGE * _PAGE
+        ptr = _map(size)
+        if ptr == NULL:
             return cnp.PyArray_EMPTY(nd, dims, t, 0)   # let NumPy raise MemoryError
-        madvise(ptr, size, MADV_HUGEPAGE)
     block = _Block.__new__(_Block)
     block.ptr = ptr
     block.size = size
+    block.epoch = _epoch
+    _live_bytes += size
+    _allocs += 1
     arr = cnp.PyArray_SimpleNewFromData(nd, dims, t, ptr)
     cnp.set_array_base(arr, block)
-    PyTraceMalloc_Track(_NPY_DOMAIN, <uintptr_t>ptr, size)
+    # Traced as the array's bytes, like NumPy's own allocations (not the
+    # page-rounded or reused block's size).
+    PyTraceMalloc_Track(_NPY_DOMAIN, <uintptr_t>ptr, nbytes)
     return arr
+
+
+cdef object _mmap_threshold = None   # bytes, once set; None: glibc untouched
+
+
+def _set_malloc_thresholds(setting):
+    """Apply a FASTGRAD_MMAP_THRESHOLD value ("off" or bytes); return the threshold or None."""
+    global _mmap_threshold
+    text = str(setting).strip().lower()
+    if text in ("off", "0", "no", "false"):
+        return None
+    try:
+        threshold = int(text)
+    except ValueError:
+        raise ValueError(f"FASTGRAD_MMAP_THRESHOLD must be 'off' or a byte count, "
+                         f"got {setting!r}") from None
+    if not 4096 <= threshold <= 32 << 20:      # glibc's accepted range
+        raise ValueError(f"FASTGRAD_MMAP_THRESHOLD must be in 4096..{32 << 20}, "
+                         f"got {threshold}")
+    if fastgrad_mallopt(threshold, 2 * threshold):
+        _mmap_threshold = threshold
+    return _mmap_threshold
+
+
+def _configure_malloc():
+    import os
+    try:
+        _set_malloc_thresholds(os.environ.get("FASTGRAD_MMAP_THRESHOLD", str(1 << 20)))
+    except ValueError as exc:     # a bad setting must not make the import fail
+        import warnings
+        warnings.warn(f"{exc}; glibc's malloc is left alone", RuntimeWarning)
+
+
+_configure_malloc()
 
 
 def _set_par_min(Py_ssize_t n):
@@ -441,46 +565,142 @@ def _set_par_min(Py_ssize_t n):
     return old
 
 
-def buffer_cache_info():
-    """Return the result-buffer cache state as a dict.
+cdef void _new_computation() noexcept:
+    """Arrays alive now belong to a finished computation: keep nothing for them."""
+    global _epoch, _live_bytes, _allocs
+    _epoch += 1
+    _live_bytes = 0
+    _allocs = 0
+    _trim()
 
-    Keys: ``entries`` and ``bytes`` (blocks held now), ``max_entries``,
-    ``max_bytes`` (bounds) and ``min_bytes`` (results below it bypass the
-    cache).
+
+def _backward_begin():
+    """The engine starts a backward pass (pair it with :func:`_backward_end`)."""
+    global _passes
+    _passes += 1
+    if _passes == 1:
+        _new_computation()
+
+
+def _backward_end():
+    """The engine ends a backward pass (call it in a ``finally``)."""
+    global _passes
+    if _passes > 0:
+        _passes -= 1
+    if _passes == 0:
+        _new_computation()
+
+
+def buffer_cache_info():
+    """Return the state of the kernels' result-buffer cache as a dict.
+
+    Returns
+    -------
+    dict
+        ``entries`` and ``bytes``: free blocks kept now; ``max_entries``,
+        ``max_bytes``: the bounds; ``min_bytes``: results below it use
+        NumPy's allocator; ``persistent``: blocks are kept across
+        computations; ``live_bytes``: blocks the running computation
+        allocated that are still in use; ``backward_passes``: backward
+        passes running now (any thread); ``mmap_threshold``: the glibc
+        mmap threshold fastgrad set at import (None if it left malloc
+        alone, see ``FASTGRAD_MMAP_THRESHOLD``).
+
+    Examples
+    --------
+    >>> import fastgrad
+    >>> fastgrad.buffer_cache_info()["max_entries"]
+    8
     """
     return dict(entries=_cache_n, bytes=_cache_bytes, max_entries=_cache_max_entries,
-                max_bytes=_cache_max_bytes, min_bytes=_CACHE_MIN_BYTES)
+                max_bytes=_cache_max_bytes, min_bytes=_CACHE_MIN_BYTES,
+                persistent=bool(_persistent), live_bytes=_live_bytes,
+                backward_passes=_passes, mmap_threshold=_mmap_threshold)
 
 
-def set_buffer_cache(max_entries=None, max_bytes=None):
-    """Set the cache bounds (``max_entries=0`` disables it) and trim to them."""
-    global _cache_max_entries, _cache_max_bytes
+def set_buffer_cache(max_entries=None, max_bytes=None, persistent=None):
+    """Set the bounds and the lifetime of the kernels' buffer cache.
+
+    Large kernel results (at least ``min_bytes``) reuse freed blocks instead
+    of faulting fresh pages in.  By default a freed block is kept only while
+    the computation that freed it is running -- a forward pass, a backward
+    pass, a ``no_grad`` chain, up to the next backward pass's start or end --
+    and only as long as that computation still has arrays of its own alive
+    (at most their bytes plus one block).  So ``del`` of a graph's output
+    gives its memory back to the OS, with no call and no ``gc.collect()``.
+
+    Parameters
+    ----------
+    max_entries : int, optional
+        At most this many free blocks, 0..8 (0 disables the cache).
+    max_bytes : int, optional
+        At most this many bytes of free blocks.
+    persistent : bool, optional
+        True keeps blocks after the computation ends too, up to the bounds:
+        fewer page faults from one iteration to the next, but up to
+        ``max_bytes`` stay resident after ``del`` until
+        :func:`clear_buffer_cache`.  False (the default) is the behaviour
+        described above.
+
+    Examples
+    --------
+    >>> import fastgrad
+    >>> fastgrad.set_buffer_cache(persistent=True)
+    >>> fastgrad.set_buffer_cache(persistent=False)
+    """
+    global _cache_max_entries, _cache_max_bytes, _persistent
     if max_entries is not None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int):
+            raise TypeError(f"max_entries must be an int, not {type(max_entries).__name__}")
         if not 0 <= max_entries <= _CACHE_SLOTS:
-            raise ValueError(f"max_entries must be in 0..{_CACHE_SLOTS}")
+            raise ValueError(f"max_entries must be in 0..{_CACHE_SLOTS}, got {max_entries}")
+    if max_bytes is not None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+            raise TypeError(f"max_bytes must be an int, not {type(max_bytes).__name__}")
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    if persistent is not None and not isinstance(persistent, bool):
+        raise TypeError(f"persistent must be a bool, not {type(persistent).__name__}")
+    if max_entries is not None:
         _cache_max_entries = max_entries
     if max_bytes is not None:
-        if max_bytes < 0:
-            raise ValueError("max_bytes must be >= 0")
         _cache_max_bytes = max_bytes
+    if persistent is not None:
+        _persistent = persistent
     _trim()
 
 
 def clear_buffer_cache():
-    """Free every cached block (arrays in use are not affected)."""
+    """Unmap every free block now (arrays in use are not affected)."""
     global _cache_n, _cache_bytes
     while _cache_n:
         _cache_n -= 1
-        free(_cache_ptr[_cache_n])
+        munmap(_cache_ptr[_cache_n], _cache_size[_cache_n])
     _cache_bytes = 0
 
 
+cdef inline bint _keep_more() noexcept:
+    """The kept blocks may stay as they are (the bounds aside)."""
+    if _persistent:
+        return True
+    if _passes > 0:
+        # A pass whose backward functions allocate nothing here (NumPy code
+        # in a user Function) would never reuse what it frees.
+        return _allocs > 0
+    # All but the last kept block covered by the computation's live blocks:
+    # a step that frees its temporaries and then its input (y = y * x + y)
+    # finds both again.
+    return _live_bytes > 0 and _cache_bytes - _cache_size[_cache_n - 1] <= _live_bytes
+
+
 cdef void _trim() noexcept:
+    """Unmap the most recently kept blocks until the rules above hold."""
     global _cache_n, _cache_bytes
-    while _cache_n and (_cache_n > _cache_max_entries or _cache_bytes > _cache_max_bytes):
+    while _cache_n and (_cache_n > _cache_max_entries or _cache_bytes > _cache_max_bytes
+                        or not _keep_more()):
         _cache_n -= 1
         _cache_bytes -= _cache_size[_cache_n]
-        free(_cache_ptr[_cache_n])
+        munmap(_cache_ptr[_cache_n], _cache_size[_cache_n])
 
 
 # ---------------------------------------------------------------------------
