@@ -243,11 +243,8 @@ def _render_class(op):
         for p in params:
             w(f"        self.{p} = _check_constant({op.name!r}, {_param_label(op, p)!r}, {p})")
     w("")
-    # The engine's table paths apply to this exact class only: a user
-    # subclass may override forward/backward.  (Set here, not in the base
-    # __cinit__: there the subclass's methods are not yet in place.)
-    w("    def __cinit__(self):")
-    w(f"        self._table = type(self) is {cls}")
+    w("    cdef object _declared(self):")
+    w(f"        return {cls}")
     w("")
     w("    cdef int _arity(self) noexcept:")
     w(f"        return {n}")
@@ -365,6 +362,7 @@ def _render_function(op, name=None, swap=False, face=None):
     else:
         lines.append(f'    """Return y = {op.doc}, as a Variable (see :class:`{cls}`)."""')
     lines.append(f"    cdef {cls} f = <{cls}>_tp_new({cls}, _empty_tuple)")
+    lines.append("    f._table = True")
     for p in params:
         lines.append(f"    f.{p} = _check_constant({op.name!r}, {_param_label(op, p)!r}, {p})")
     face_arg = f", {face}" if face else ""

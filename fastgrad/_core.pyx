@@ -680,6 +680,10 @@ cdef class Function:
         raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
 
     def __call__(self, *inputs):
+        if isinstance(self, _TableOp):
+            # The engine's table paths apply to the declared class only: a
+            # user subclass may override forward/backward.
+            self._table = type(self) is (<_TableOp>self)._declared()
         return _call(self, inputs)
 
     @property
@@ -764,6 +768,8 @@ class GraphFunction(Function):
 
 cdef object _check_constant(str op, str name, object c):
     """Validate a constant parameter (an exponent, a slope, a bound)."""
+    if type(c) is float or type(c) is int:
+        return c
     if isinstance(c, _Variable):
         raise TypeError(f"{op}: {name} must be a constant (a Python or NumPy "
                         f"scalar or an ndarray), not a Variable")
@@ -782,6 +788,9 @@ cdef class _TableOp(Function):
     The engine uses them only for the exact declared class: a user subclass
     that overrides ``forward``/``backward`` takes the general path.
     """
+
+    cdef object _declared(self):
+        return None
 
     cdef int _arity(self) noexcept:
         return 0
