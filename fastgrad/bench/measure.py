@@ -392,14 +392,18 @@ class Budget:
                 (case.params["n"], seconds))
 
 
-def _guard(rec, timed, name, log, step):
-    """Run ``step``; a peer that raises is failed and leaves the rounds."""
-    try:
-        step()
-    except Exception as exc:
-        rec["peers"][name].update(status="failed", reason=f"{type(exc).__name__}: {exc}")
-        log(f"  {name}: failed: {exc}")
-        timed.pop(name)[0].close()
+def _ready(r, info, settings):
+    """After a passed check: a single warm sample for a peer too slow to
+    repeat (returns False), else the loop count of its repeats."""
+    first = info.pop("first")
+    if settings.max_time < _busy(first) < 3 * settings.max_time:
+        first = r.repeat(1)  # the check paid one-off costs: still too long?
+    if _busy(first) > settings.max_time:
+        # One honest sample instead of minutes of waiting; not interleaved.
+        info.update(single=True, loops=1, phases={k: summary([v]) for k, v in first.items()})
+        return False
+    info.update(single=False, loops=r.calibrate(settings.target))
+    return True
 
 
 def run_case(suite, case, names, settings, budget=None, runner=None, log=None):
@@ -408,61 +412,54 @@ def run_case(suite, case, names, settings, budget=None, runner=None, log=None):
     ``runner(suite, case, name)`` makes the runner of a peer (default:
     :class:`Local`); ``log(text)`` gets skip and failure notes.
     """
-    runner = runner or Local
-    log = log or (lambda text: None)
+    runner, log = runner or Local, log or (lambda text: None)
+    started = time.perf_counter()
     rec = {"suite": case.suite, "workload": case.workload, "params": case.params,
            "label": case.label, "ops": case.ops, "peers": {}, "ratios": {}}
-    timed = {}
+    peers = rec["peers"]
+
+    def guarded(name, step):
+        """``step()``, or None when the peer crashed (it is failed then)."""
+        try:
+            return step()
+        except Exception as exc:  # a peer that crashes mid-way is failed
+            peers[name] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+
+    timed = {}  # name -> (runner, [times of each round])
     for name in names:
         why = suite.refusal(case, name) or (budget and budget.refusal(case, name))
         if why:
-            rec["peers"][name] = {"status": "skipped", "reason": why}
+            peers[name] = {"status": "skipped", "reason": why}
             continue
         r = runner(suite, case, name)
-        info = r.open()
-        rec["peers"][name] = info
+        peers[name] = info = r.open()
+        if info["status"] == "ok" and guarded(name, lambda: _ready(r, info, settings)):
+            timed[name] = (r, [])
+        else:
+            r.close()
+    for _ in range(settings.rounds):
+        for name, (r, rounds) in list(timed.items()):
+            loops = peers[name]["loops"]
+            if not guarded(name, lambda: rounds.append(r.repeat(loops)) or True):
+                timed.pop(name)[0].close()
+    for name, (r, rounds) in timed.items():
+        r.close()  # samples stay in round order: the ratios pair them up
+        peers[name]["phases"] = {k: summary([t[k] for t in rounds]) for k in rounds[0]}
+    for name, info in peers.items():
         if info["status"] != "ok":
             log(f"  {name}: {info['status']}: {info['reason']}")
-            r.close()
-            continue
-        first = info.pop("first")
-        if _busy(first) > settings.max_time:  # the check paid one-off costs:
-            first = r.repeat(1)               # is it still too long when warm?
-        if _busy(first) > settings.max_time:
-            # One honest sample instead of minutes of waiting; not interleaved.
-            info.update(single=True, loops=1,
-                        phases={k: summary([v]) for k, v in first.items()})
-            r.close()
-            continue
-        timed[name] = (r, [])
-        _guard(rec, timed, name, log, lambda: info.update(
-            single=False, loops=r.calibrate(settings.target)))
-    for _ in range(settings.rounds):
-        for name in list(timed):
-            r, rounds = timed[name]
-            _guard(rec, timed, name, log, lambda: rounds.append(
-                r.repeat(rec["peers"][name]["loops"])))
-    for name, (r, rounds) in timed.items():
-        r.close()  # samples stay in round order: ratios pair them up below
-        rec["peers"][name]["phases"] = {k: summary([t[k] for t in rounds])
-                                        for k in rounds[0]}
-    for name, info in rec["peers"].items():
-        if info["status"] == "ok" and budget:
+        elif budget:
             ph = info["phases"]
             budget.record(case, name, ph.get("total", ph.get("fwd", {})).get("median"))
-    base = rec["peers"].get(P.REFERENCE, {})
-    if base.get("status") != "ok":
-        return rec
-    for name, info in rec["peers"].items():
-        if name == P.REFERENCE or info["status"] != "ok":
+    rec["seconds"] = time.perf_counter() - started
+    base = peers.get(P.REFERENCE, {})
+    for name, info in peers.items():
+        if name == P.REFERENCE or info["status"] != "ok" or base.get("status") != "ok":
             continue
+        single = info["single"] or base["single"]
         rec["ratios"][name] = {}
-        for ph in set(info["phases"]) & set(base["phases"]):
+        for ph in sorted(set(info["phases"]) & set(base["phases"])):
             a, b = info["phases"][ph], base["phases"][ph]
-            if info["single"] or base["single"]:
-                r = summary([a["median"] / b["median"]])
-            else:
-                r = summary([x / y for x, y in zip(a["samples"], b["samples"])])
-            r["single"] = info["single"] or base["single"]
-            rec["ratios"][name][ph] = r
+            pairs = [(a["median"], b["median"])] if single else zip(a["samples"], b["samples"])
+            rec["ratios"][name][ph] = dict(summary([x / y for x, y in pairs]), single=single)
     return rec
