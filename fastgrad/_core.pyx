@@ -33,7 +33,7 @@ cimport numpy as cnp
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.math cimport pow as c_pow
-from libc.math cimport sqrt
+from libc.math cimport sqrt as libm_sqrt
 from libc.stdlib cimport free, malloc, realloc
 
 cnp.import_array()
@@ -59,95 +59,22 @@ def _pure_requested():
 #: and no C scalar path are used (for testing and comparison).
 PURE = _pure_requested()
 
+# The array kernels: compiled (fastgrad._ops) or their NumPy twins.
 if PURE:
-    from fastgrad import _reference as _K
+    from fastgrad import _reference as backend
 else:
-    from fastgrad import _ops as _K
+    from fastgrad import _ops as backend
+
+_np = np
 
 cdef bint _pure = PURE
 # The owner (ndarray.base) of an array whose buffer came from the kernels'
 # buffer cache; such an array owns its memory as much as one with no base.
-cdef object _Block = getattr(_K, "_Block", None)
+cdef object _Block = getattr(backend, "_Block", None)
 
 
-# ---------------------------------------------------------------- Config
-
-# Config.enable_backprop is per thread.  The flag lives in a C thread-specific
-# slot, encoded in the pointer value, so reading it costs a few nanoseconds
-# and a new thread starts with the default (enabled).
-cdef Py_tss_t* _backprop_key = PyThread_tss_alloc()
-if _backprop_key == NULL or PyThread_tss_create(_backprop_key) != 0:
-    raise MemoryError("fastgrad: cannot allocate thread-local storage")
-
-cdef inline bint _backprop_enabled() noexcept:
-    return PyThread_tss_get(_backprop_key) != <void*><size_t>1
-
-cdef inline void _set_backprop(bint on) noexcept:
-    PyThread_tss_set(_backprop_key, <void*><size_t>(2 if on else 1))
-
-
-class _ConfigType(type):
-    @property
-    def enable_backprop(cls):
-        """Record graphs for backprop (per thread; default True)."""
-        return _backprop_enabled()
-
-    @enable_backprop.setter
-    def enable_backprop(cls, value):
-        _set_backprop(bool(value))
-
-
-class Config(metaclass=_ConfigType):
-    """Global settings, as in DeZero.
-
-    ``Config.enable_backprop`` is thread-local: reading or assigning it acts
-    on the calling thread only, so ``no_grad()`` in one thread never turns
-    off graph recording in another.  Other attributes a user adds are
-    ordinary class attributes.
-    """
-
-
-class _UsingConfig:
-    """Context manager behind ``using_config``: restores on exit, nests."""
-
-    __slots__ = ("name", "value", "_saved")
-
-    def __init__(self, name, value):
-        self.name = name
-        self.value = value
-        self._saved = {}
-
-    def __enter__(self):
-        stack = self._saved.setdefault(threading.get_ident(), [])
-        stack.append(getattr(Config, self.name))
-        setattr(Config, self.name, self.value)
-        return self
-
-    def __exit__(self, *exc_info):
-        ident = threading.get_ident()
-        stack = self._saved[ident]
-        setattr(Config, self.name, stack.pop())
-        if not stack:
-            del self._saved[ident]
-        return False
-
-
-def using_config(name, value):
-    """Temporarily set ``Config.<name>`` to ``value`` inside a ``with`` block.
-
-    The old value is restored on exit, also when the block raises.
-
-    Examples
-    --------
-    >>> with using_config('enable_backprop', False):
-    ...     y = x * 2        # no graph recorded
-    """
-    return _UsingConfig(name, value)
-
-
-def no_grad():
-    """Context manager that turns graph recording off (this thread only)."""
-    return _UsingConfig("enable_backprop", False)
+include "_config.pxi"
+include "_scalar_math.pxi"
 
 
 # ---------------------------------------------------------------- helpers
@@ -422,6 +349,80 @@ cdef class _Variable:
         self._grad = None
         self._glazy = False
 
+    def unchain(self):
+        """Cut this variable from its creator: it becomes a leaf."""
+        self.creator = None
+
+    def unchain_backward(self):
+        """Cut every variable of the graph behind this one from its creator.
+
+        Iterative (DeZero's order), so graphs of any depth can be cut.
+        """
+        cdef Function f
+        if self._creator is None:
+            return
+        funcs = [self._creator]
+        while funcs:
+            f = <Function>funcs.pop()
+            if f._inputs is None:
+                continue
+            for v in f._inputs:
+                if (<_Variable>v)._creator is not None:
+                    funcs.append((<_Variable>v)._creator)
+                    (<_Variable>v).unchain()
+
+    def reshape(self, *shape):
+        """Return this variable reshaped (``x.reshape(2, 3)`` or ``x.reshape((2, 3))``)."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return _functions().reshape(self, shape)
+
+    def transpose(self, *axes):
+        """Return this variable with its axes permuted (all reversed by default)."""
+        if len(axes) == 0:
+            axes = None
+        elif len(axes) == 1 and (isinstance(axes[0], (tuple, list)) or axes[0] is None):
+            axes = axes[0]
+        return _functions().transpose(self, axes)
+
+    @property
+    def T(self):
+        """The transpose (all axes reversed)."""
+        return _functions().transpose(self)
+
+    def sum(self, axis=None, keepdims=False):
+        """Return the sum over ``axis`` (all axes by default)."""
+        return _functions().sum(self, axis, keepdims)
+
+    def to_cpu(self):
+        """Move data to the CPU: it is a NumPy array already, so nothing changes."""
+
+    def to_gpu(self):
+        """Move data to a GPU: needs CuPy, which fastgrad does not support."""
+        raise RuntimeError("to_gpu() needs CuPy and a GPU; fastgrad runs on NumPy "
+                           "(CPU) only")
+
+    cdef int _seed(self, bint as_variable) except -1:
+        """Give the variable its seed gradient (ones) unless it has one."""
+        g = self._grad
+        if g is not None and self._data is not None:
+            gshape = (<_Variable>g).shape if isinstance(g, _Variable) else g.shape
+            if gshape != self._data.shape:
+                raise ValueError(f"backward: the seed grad has shape {gshape} "
+                                 f"but the variable has shape {self._data.shape}")
+        if self._has_grad():
+            return 0
+        if self._data is None and not self._lazy:
+            raise ValueError("backward() on a Variable whose data is None")
+        if as_variable:
+            self._grad = _wrap_data(backend.ones_like(self._get_data()), _FullVarClass)
+        elif self._lazy or _is_f64_scalar_array(self._data):
+            self._gv = 1.0
+            self._glazy = True
+        else:
+            self._grad = backend.ones_like(self._data)
+        return 0
+
     def backward(self, retain_grad=False):
         """Backpropagate from this variable to every variable it depends on.
 
@@ -435,26 +436,26 @@ cdef class _Variable:
             Keep the gradients of intermediate variables (function outputs).
             By default they are cleared as soon as they have been used.
         """
-        if self._grad is not None and self._data is not None and (
-                self._grad.shape != self._data.shape):
-            raise ValueError(f"backward: the seed grad has shape {self._grad.shape} "
-                             f"but the variable has shape {self._data.shape}")
-        if not self._has_grad():
-            if self._lazy or _is_f64_scalar_array(self._data):
-                self._gv = 1.0
-                self._glazy = True
-            elif self._data is None:
-                raise ValueError("backward() on a Variable whose data is None")
-            else:
-                self._grad = _K.ones_like(self._data)
+        self._seed(False)
         if self._creator is not None:
-            _backward(<Function>self._creator, bool(retain_grad))
+            _backward(<Function>self._creator, bool(retain_grad), False)
 
     def __reduce__(self):
         # Pickling keeps data, grad and name and drops the graph: the copy is
         # a leaf (a creator cannot be pickled meaningfully: it holds weak links
         # and Python code).
         return (_rebuild_variable, (type(self), self._get_data(), self._name, self._get_grad()))
+
+
+cdef object _functions_module = None
+
+cdef object _functions():
+    # fastgrad.functions builds on this module, so it is imported on first use.
+    global _functions_module
+    if _functions_module is None:
+        import fastgrad.functions
+        _functions_module = fastgrad.functions
+    return _functions_module
 
 
 def _rebuild_variable(cls, data, name, grad):
@@ -498,6 +499,79 @@ class Variable(_Variable):
 _VarClass = Variable
 
 
+cdef class _GraphVariable(_Variable):
+    """Compiled base of the full face's Variable (``fastgrad.dezero.Variable``).
+
+    Its gradient is a Variable, so it can be differentiated again.  The
+    engine still keeps a plain ndarray when ``create_graph`` is off and wraps
+    it on first read, so the full face costs what the stage-2 face costs.
+    """
+
+    @property
+    def grad(self):
+        """The gradient, a Variable shaped like ``data`` (or None)."""
+        g = self._get_grad()
+        if g is None or isinstance(g, _Variable):
+            return g
+        return _grad_variable(self)
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None and not isinstance(value, (_ndarray, _Variable)):
+            if isinstance(value, np.generic):
+                value = np.asarray(value)
+            else:
+                raise TypeError(f"{type(value)} is not supported: a grad must be "
+                                f"a Variable, a numpy.ndarray or None")
+        self._grad = value
+        self._glazy = False
+        _track(self)
+
+    def backward(self, retain_grad=False, create_graph=False):
+        """Backpropagate from this variable to every variable it depends on.
+
+        Parameters
+        ----------
+        retain_grad : bool
+            Keep the gradients of intermediate variables (function outputs).
+        create_graph : bool
+            Record the backward pass itself, so that the gradients (Variables
+            with creators) can be differentiated again: ``x.grad.backward()``.
+
+        Examples
+        --------
+        >>> x = Variable(np.array(2.0))
+        >>> y = x ** 3
+        >>> y.backward(create_graph=True)
+        >>> gx = x.grad             # 3 x^2 = 12
+        >>> x.cleargrad()
+        >>> gx.backward()
+        >>> x.grad                  # 6 x = 12
+        variable(12.0)
+        """
+        self._seed(bool(create_graph))
+        if self._creator is not None:
+            _backward(<Function>self._creator, bool(retain_grad), bool(create_graph))
+
+
+# The full face's Variable class; fastgrad.dezero.core registers it.
+cdef object _FullVarClass = None
+
+
+def _register_full_face(cls):
+    """Make ``cls`` (a subclass of _GraphVariable) the full face's Variable."""
+    global _FullVarClass
+    if not (isinstance(cls, type) and issubclass(cls, _GraphVariable)):
+        raise TypeError("the full face's Variable must subclass _GraphVariable")
+    _FullVarClass = cls
+
+
+cdef inline object _face_of(object v):
+    # Outputs take the face of their first Variable input: plain Variables,
+    # whatever subclass (Parameter) the input is.
+    return _FullVarClass if isinstance(v, _GraphVariable) else _VarClass
+
+
 cdef extern from *:
     """
     /* type->tp_new without looking up and calling __new__ from Python */
@@ -508,22 +582,36 @@ cdef extern from *:
     object _tp_new "fastgrad_tp_new"(object type, object args)
 
 
-cdef inline _Variable _new_var():
-    return <_Variable>_tp_new(_VarClass, _empty_tuple)
-
-
-cdef inline _Variable _lazy_var(double v):
-    cdef _Variable var = _new_var()
+cdef inline _Variable _lazy_var(double v, object cls):
+    cdef _Variable var = <_Variable>_tp_new(cls, _empty_tuple)
     _untrack(var)
     var._sv = v
     var._lazy = True
     return var
 
 
-cdef inline _Variable _wrap_data(object data):
-    cdef _Variable var = _new_var()
+cdef inline _Variable _wrap_data(object data, object cls):
+    cdef _Variable var = <_Variable>_tp_new(cls, _empty_tuple)
     var._data = data
     return var
+
+
+cdef inline object _grad_array(_Variable v):
+    """``v``'s gradient as an ndarray (or None), whatever holds it."""
+    g = v._get_grad()
+    if g is not None and isinstance(g, _Variable):
+        return (<_Variable>g)._get_data()
+    return g
+
+
+cdef inline object _grad_variable(_Variable v):
+    """``v``'s gradient as a full-face Variable (or None), kept as its grad."""
+    g = v._get_grad()
+    if g is None or isinstance(g, _Variable):
+        return g
+    g = _wrap_data(g, _FullVarClass if _FullVarClass is not None else _VarClass)
+    v._grad = g
+    return g
 
 
 # ---------------------------------------------------------------- Function
@@ -643,181 +731,118 @@ class _Dead:
 _dead_ref = weakref.ref(_Dead())
 
 
-# ---------------------------------------------------------------- built-in ops
+# ---------------------------------------------------------------- table ops
 
-cdef enum:
-    OP_ADD = 1
-    OP_SUB
-    OP_MUL
-    OP_DIV
-    OP_NEG
-    OP_POW
+class GraphFunction(Function):
+    """A Function whose ``backward`` works on Variables (DeZero's full core).
 
-
-cdef class Add(Function):
-    """y = x0 + x1 (broadcasting)."""
-    def forward(self, x0, x1):
-        return _K.add(x0, x1)
-
-    def backward(self, gy):
-        return gy, gy
+    ``forward(*xs)`` receives ndarrays, as in :class:`Function`;
+    ``backward(*gys)`` receives Variables and returns Variables built with
+    fastgrad's functions, so the backward pass can itself be recorded
+    (``backward(create_graph=True)``) and differentiated again.  Without
+    ``create_graph`` it runs with graph recording off and only the arrays
+    are kept.  This is ``fastgrad.dezero.Function``.
+    """
+    _graph_backward_protocol = True
 
 
-cdef class Sub(Function):
-    """y = x0 - x1 (broadcasting)."""
-    def forward(self, x0, x1):
-        return _K.sub(x0, x1)
-
-    def backward(self, gy):
-        return gy, _K.neg_backward(gy)
-
-
-cdef class Mul(Function):
-    """y = x0 * x1 (broadcasting)."""
-    def forward(self, x0, x1):
-        return _K.mul(x0, x1)
-
-    def backward(self, gy):
-        return _K.mul_backward(gy, self._inputs[0].data, self._inputs[1].data)
-
-
-cdef class Div(Function):
-    """y = x0 / x1 (broadcasting)."""
-    def forward(self, x0, x1):
-        return _K.div(x0, x1)
-
-    def backward(self, gy):
-        return _K.div_backward(gy, self._inputs[0].data, self._inputs[1].data)
-
-
-cdef class Neg(Function):
-    """y = -x."""
-    def forward(self, x):
-        return _K.neg(x)
-
-    def backward(self, gy):
-        return _K.neg_backward(gy)
-
-
-cdef object _check_exponent(object c):
+cdef object _check_constant(str op, str name, object c):
+    """Validate a constant parameter (an exponent, a slope, a bound)."""
     if isinstance(c, _Variable):
-        raise TypeError("pow: the exponent must be a constant (a Python or NumPy "
-                        "scalar or an ndarray), not a Variable")
-    if c is None or isinstance(c, (str, bytes)) or (
+        raise TypeError(f"{op}: {name} must be a constant (a Python or NumPy "
+                        f"scalar or an ndarray), not a Variable")
+    if c is None or isinstance(c, (str, bytes)) or not (
+            isinstance(c, (bool, int, float, complex, _ndarray, np.generic))) or (
             isinstance(c, (_ndarray, np.generic)) and c.dtype.kind not in "biufc"):
-        raise TypeError(f"pow: unsupported exponent {c!r} of type {type(c).__name__}")
+        raise TypeError(f"{op}: unsupported {name} {c!r} of type {type(c).__name__}")
     return c
 
 
-cdef class Pow(Function):
-    """y = x ** c for a constant exponent ``c``."""
-    cdef public object c
+cdef class _TableOp(Function):
+    """Base of the ops declared in fastgrad/_optable.py.
 
-    def __init__(self, c):
-        self.c = _check_exponent(c)
+    Each generated subclass carries its NumPy forward, its array backward,
+    its graph backward (Variables) and its C scalar forward and backward.
+    The engine uses them only for the exact declared class: a user subclass
+    that overrides ``forward``/``backward`` takes the general path.
+    """
 
-    def forward(self, x):
-        return _K.pow(x, self.c)
+    cdef object _declared(self):
+        return None
 
-    def backward(self, gy):
-        return _K.pow_backward(gy, self._inputs[0].data, self.c)
+    cdef int _arity(self) noexcept:
+        return 0
 
+    cdef tuple _array_backward(self, object gy, object buf):
+        raise NotImplementedError
 
-cdef inline int _exact_op(Function f) noexcept:
-    # Built-in behaviour applies to the exact built-in classes only: a user
-    # subclass may override forward/backward.
-    cdef object t = type(f)
-    if t is Mul:
-        return OP_MUL
-    if t is Add:
-        return OP_ADD
-    if t is Sub:
-        return OP_SUB
-    if t is Div:
-        return OP_DIV
-    if t is Pow:
-        return OP_POW
-    if t is Neg:
-        return OP_NEG
-    return 0
+    cdef bint _scalar_params(self, double* p):
+        return False        # no C scalar path
 
+    cdef double _scalar_forward(self, const double* x, const double* p) noexcept:
+        return 0.0
 
-cdef inline double _spow(double x, double c) noexcept:
-    # The special cases NumPy's array ** scalar takes, for bitwise agreement.
-    if c == 2.0:
-        return x * x
-    if c == 1.0:
-        return x
-    if c == 0.5:
-        return sqrt(x)
-    if c == -1.0:
-        return 1.0 / x
-    if c == 0.0:
-        return 1.0
-    return c_pow(x, c)
+    cdef void _scalar_backward(self, double gy, const double* x, double y,
+                               const double* p, double* g) noexcept:
+        pass
+
+    cdef object _output_data(self):
+        return (<_Variable>self._out1)._get_data()
+
+    cdef object _output_var(self):
+        return <object>self._out1
 
 
-cdef inline bint _scalar_exponent(object c, double* out):
-    if type(c) is float:
-        out[0] = <double>c
-        return True
-    if type(c) is int and -(1 << 52) < c < (1 << 52):
-        out[0] = <double>c
-        return True
-    return False
+cdef inline bint _is_table_op(Function f) noexcept:
+    return isinstance(f, _TableOp) and type(f) is (<_TableOp>f)._declared()
+
+
+# Old name of the exponent check, kept for the Pow stub's readers.
+cdef object _check_exponent(object c):
+    return _check_constant("pow", "the exponent", c)
 
 
 cdef inline bint _operand_value(object a, double* out):
     """Value of a fast-path operand: a float64 scalar Variable or a Python float/int."""
     if isinstance(a, _Variable):
         return (<_Variable>a)._value(out)
-    return _scalar_exponent(a, out)
+    return _c_number(a, out)
 
 
-cdef inline _Variable _operand_var(object a, double v):
+cdef inline _Variable _operand_var(object a, double v, object cls):
     if isinstance(a, _Variable):
         return <_Variable>a
-    cdef _Variable c = _lazy_var(v)
+    cdef _Variable c = _lazy_var(v, cls)
     c._const = True
     return c
 
 
-cdef object _call_scalar(Function f, int op, tuple args):
-    """The C path of a built-in op on float64 scalars; None if it does not apply."""
-    cdef double x0 = 0.0, x1 = 0.0, c = 0.0, y
-    cdef Py_ssize_t nargs = len(args)
-    if _pure or nargs != (1 if op == OP_NEG or op == OP_POW else 2):
+cdef object _call_scalar(_TableOp f, tuple args, object face):
+    """The C path of a table op on float64 scalars; None if it does not apply."""
+    cdef double x[2]
+    cdef double p[3]
+    cdef Py_ssize_t i, nargs = len(args)
+    if nargs != f._arity() or nargs > 2:
         return None
-    a = args[0]
-    b = args[1] if nargs == 2 else None
-    if not _operand_value(a, &x0):
+    for i in range(nargs):
+        if not _operand_value(args[i], &x[i]):
+            return None
+    if not f._scalar_params(p):
         return None
-    if op == OP_POW:
-        if not _scalar_exponent((<Pow>f).c, &c):
-            return None
-        y = _spow(x0, c)
-    elif op == OP_NEG:
-        y = -x0
-    else:
-        if not _operand_value(b, &x1):
-            return None
-        if op == OP_ADD:
-            y = x0 + x1
-        elif op == OP_SUB:
-            y = x0 - x1
-        elif op == OP_MUL:
-            y = x0 * x1
-        else:
-            y = x0 / x1
-    cdef _Variable out = _lazy_var(y)
+    cls = _VarClass if face is None else face
+    for a in args:
+        if isinstance(a, _Variable):
+            cls = _face_of(a)
+            break
+    cdef _Variable out = _lazy_var(f._scalar_forward(x, p), cls)
     cdef _Variable v0, v1
     if _backprop_enabled():
-        v0 = _operand_var(a, x0)
-        if op == OP_NEG or op == OP_POW:
+        v0 = _operand_var(args[0], x[0], cls)
+        if nargs == 1:
             f._inputs = (v0,)
             f._gen = v0._gen
         else:
-            v1 = _operand_var(b, x1)
+            v1 = _operand_var(args[1], x[1], cls)
             f._inputs = (v0, v1)
             f._gen = v0._gen if v0._gen > v1._gen else v1._gen
         _untrack(f._inputs)
@@ -830,63 +855,24 @@ cdef object _call_scalar(Function f, int op, tuple args):
     return out
 
 
-def add(x0, x1):
-    """Return ``x0 + x1`` as a Variable (either may be an ndarray or scalar)."""
-    return _call(Add.__new__(Add), (x0, x1))
-
-
-def sub(x0, x1):
-    """Return ``x0 - x1``."""
-    return _call(Sub.__new__(Sub), (x0, x1))
-
-
-def rsub(x0, x1):
-    """Return ``x1 - x0`` (``Variable.__rsub__``)."""
-    return _call(Sub.__new__(Sub), (x1, x0))
-
-
-def mul(x0, x1):
-    """Return ``x0 * x1``."""
-    return _call(Mul.__new__(Mul), (x0, x1))
-
-
-def div(x0, x1):
-    """Return ``x0 / x1``."""
-    return _call(Div.__new__(Div), (x0, x1))
-
-
-def rdiv(x0, x1):
-    """Return ``x1 / x0`` (``Variable.__rtruediv__``)."""
-    return _call(Div.__new__(Div), (x1, x0))
-
-
-def neg(x):
-    """Return ``-x``."""
-    return _call(Neg.__new__(Neg), (x,))
-
-
-def pow(x, c):
-    """Return ``x ** c`` for a constant exponent ``c`` (not a Variable)."""
-    cdef Pow f = Pow.__new__(Pow)
-    f.c = _check_exponent(c)
-    return _call(f, (x,))
+include "_optable.pxi"
 
 
 # ---------------------------------------------------------------- __call__
 
-cdef object _input_variable(Function f, object x, list datas):
+cdef object _input_variable(Function f, object x, list datas, object cls):
     """Convert one argument of a Function call to a Variable."""
     if isinstance(x, _Variable):
         return x
     if isinstance(x, _ndarray):
-        return _wrap_data(x)
+        return _wrap_data(x, cls)
     if isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic):
         # Python scalars are weak (NEP 50): float32 data * 2.0 stays float32.
         if datas:
-            return _wrap_data(np.asarray(x, dtype=np.result_type(*datas, x)))
-        return _wrap_data(np.asarray(x))
+            return _wrap_data(np.asarray(x, dtype=np.result_type(*datas, x)), cls)
+        return _wrap_data(np.asarray(x), cls)
     if isinstance(x, np.generic):
-        return _wrap_data(np.asarray(x))
+        return _wrap_data(np.asarray(x), cls)
     if x is None:
         raise TypeError(f"{type(f).__name__}: None is not a valid input "
                         f"(expected a Variable, an ndarray or a number)")
@@ -913,30 +899,49 @@ cdef object _forward_output(Function f, object y):
                     f"expected an ndarray or a number")
 
 
-cdef object _call(Function f, tuple args):
-    """Function.__call__: the general path (user functions, arrays)."""
-    cdef int op = _exact_op(f)
-    if op:
-        out = _call_scalar(f, op, args)
+cdef inline bint _graph_protocol(Function f):
+    return getattr(type(f), "_graph_backward_protocol", False)
+
+
+cdef object _call(Function f, tuple args, object face=None):
+    """Function.__call__: convert inputs, run forward, record the graph.
+
+    Results are Variables of the face of the first Variable input; with no
+    Variable input, of ``face`` if given, else of the Function's protocol.
+    """
+    cdef bint table = _is_table_op(f)
+    if table and not _pure:
+        out = _call_scalar(<_TableOp>f, args, face)
         if out is not None:
             return out
     datas = []          # the operands' arrays, which set a Python scalar's dtype
+    cls = None          # the face: that of the first Variable input
     for a in args:
-        d = (<_Variable>a)._get_data() if isinstance(a, _Variable) else a
+        if isinstance(a, _Variable):
+            if cls is None:
+                cls = _face_of(a)
+            d = (<_Variable>a)._get_data()
+        else:
+            d = a
         if isinstance(d, (_ndarray, np.generic)):
             datas.append(d)
-    inputs = [_input_variable(f, a, datas) for a in args]
+    if cls is None:
+        if face is not None:
+            cls = face
+        elif not table and _FullVarClass is not None and _graph_protocol(f):
+            cls = _FullVarClass
+        else:
+            cls = _VarClass
+    inputs = [_input_variable(f, a, datas, cls) for a in args]
     xs = [(<_Variable>v)._get_data() for v in inputs]
-    if op:
+    if table:
         _check_numeric(f, inputs)
-        ys = _forward_builtin(f, op, xs)
-    else:
-        ys = f.forward(*xs)
+    ys = f.forward(*xs)
     if type(ys) is not tuple:
         ys = (ys,)
     if len(ys) == 0:
         raise ValueError(f"{type(f).__name__}.forward returned no outputs")
-    outputs = [_wrap_data(_forward_output(f, y)) for y in ys]
+    outputs = [_wrap_data(_forward_output(f, y), cls) for y in ys]
     if _backprop_enabled():
         gen = 0
         for v in inputs:
@@ -949,188 +954,51 @@ cdef object _call(Function f, tuple args):
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-cdef object _forward_builtin(Function f, int op, list xs):
-    if op == OP_ADD:
-        return _K.add(xs[0], xs[1])
-    if op == OP_SUB:
-        return _K.sub(xs[0], xs[1])
-    if op == OP_MUL:
-        return _K.mul(xs[0], xs[1])
-    if op == OP_DIV:
-        return _K.div(xs[0], xs[1])
-    if op == OP_NEG:
-        return _K.neg(xs[0])
-    return _K.pow(xs[0], (<Pow>f).c)
-
-
 # ---------------------------------------------------------------- backward
 
-# Backward takes functions in DeZero's order: highest generation first and,
-# among equal generations, the one queued last -- the key
-# (-generation, -insertion order).  In a consistent graph every function
-# queued while generation g is processed has a lower generation, so keys only
-# decrease: a LIFO stack per generation yields that order in O(1) a function
-# (a binary heap pays log n, and its scattered accesses dominate wide graphs).
-# A generation that breaks this (set by hand, or out of range) moves the
-# queue into a binary heap on the same key.
-
-DEF _MAX_BUCKETS = 1 << 24
-
-cdef struct _Entry:
-    Py_ssize_t gen
-    unsigned long long order
-    PyObject* func              # a strong reference, NULL once taken (buckets)
-    Py_ssize_t next             # the entry below in the same bucket
-
-cdef struct _Queue:
-    _Entry* items               # buckets: every entry queued; heap: the heap
-    Py_ssize_t n
-    Py_ssize_t cap
-    Py_ssize_t* heads           # top entry per generation (-1: empty); NULL: heap
-    Py_ssize_t cur              # buckets: no queued generation is above this
-    Py_ssize_t live
-    unsigned long long counter
+include "_queue.pxi"
 
 
-cdef inline bint _before(_Entry* a, _Entry* b) noexcept:
-    return a.gen > b.gen or (a.gen == b.gen and a.order > b.order)
+# Each backward() call marks the functions it has queued with its own stamp.
+# A backward() started from inside a user backward (a gradient penalty, say)
+# may re-mark functions the outer call already queued; it records the
+# outer stamps it overwrote and puts them back when it returns, so every
+# call runs each reachable function exactly once.
+cdef int _active_backwards = 0
+cdef unsigned long long _base_stamp = 0     # stamp of the outermost active call
 
 
-cdef int _queue_init(_Queue* q, Py_ssize_t top_gen) except -1:
-    q.items = NULL
-    q.heads = NULL
-    q.n = q.cap = q.live = 0
-    q.counter = 0
-    q.cur = top_gen
-    if 0 <= top_gen < _MAX_BUCKETS:
-        q.heads = <Py_ssize_t*>malloc((top_gen + 1) * sizeof(Py_ssize_t))
-        if q.heads == NULL:
-            raise MemoryError()
-        for i in range(top_gen + 1):
-            q.heads[i] = -1
+cdef inline int _mark(Function f, unsigned long long stamp, list restore) except -1:
+    if restore is not None and f._stamp >= _base_stamp:
+        restore.append((f, f._stamp))
+    f._stamp = stamp
     return 0
 
 
-cdef void _queue_free(_Queue* q) noexcept:
-    for i in range(q.n):
-        if q.items[i].func != NULL:
-            Py_DECREF(<object>q.items[i].func)
-    free(q.items)
-    free(q.heads)
-
-
-cdef int _append(_Queue* q, _Entry* e) except -1:
-    cdef _Entry* grown
-    if q.n == q.cap:
-        q.cap = 64 if q.cap == 0 else 2 * q.cap
-        grown = <_Entry*>realloc(q.items, q.cap * sizeof(_Entry))
-        if grown == NULL:
-            raise MemoryError()
-        q.items = grown
-    q.items[q.n] = e[0]
-    q.n += 1
-    return 0
-
-
-cdef void _sift_up(_Queue* q, Py_ssize_t i) noexcept:
-    cdef _Entry e = q.items[i]
-    cdef Py_ssize_t parent
-    while i > 0:
-        parent = (i - 1) >> 1
-        if not _before(&e, &q.items[parent]):
-            break
-        q.items[i] = q.items[parent]
-        i = parent
-    q.items[i] = e
-
-
-cdef void _sift_down(_Queue* q, Py_ssize_t i) noexcept:
-    cdef _Entry e = q.items[i]
-    cdef Py_ssize_t child
-    while True:
-        child = 2 * i + 1
-        if child >= q.n:
-            break
-        if child + 1 < q.n and _before(&q.items[child + 1], &q.items[child]):
-            child += 1
-        if not _before(&q.items[child], &e):
-            break
-        q.items[i] = q.items[child]
-        i = child
-    q.items[i] = e
-
-
-cdef void _to_heap(_Queue* q) noexcept:
-    # Keep the entries not yet taken, then heapify them in place.
-    cdef Py_ssize_t i, k = 0
-    for i in range(q.n):
-        if q.items[i].func != NULL:
-            q.items[k] = q.items[i]
-            k += 1
-    q.n = k
-    free(q.heads)
-    q.heads = NULL
-    for i in range(k // 2 - 1, -1, -1):
-        _sift_down(q, i)
-
-
-cdef int _queue_push(_Queue* q, Function f) except -1:
-    cdef _Entry e
-    q.counter += 1
-    e.gen = f._gen
-    e.order = q.counter
-    e.func = <PyObject*>f
-    e.next = -1
-    if q.heads != NULL and not (0 <= e.gen <= q.cur):
-        _to_heap(q)
-    if q.heads != NULL:
-        e.next = q.heads[e.gen]
-        q.heads[e.gen] = q.n
-        _append(q, &e)
-    else:
-        _append(q, &e)
-        _sift_up(q, q.n - 1)
-    Py_INCREF(f)
-    q.live += 1
-    return 0
-
-
-cdef PyObject* _queue_pop(_Queue* q) noexcept:
-    """Take the first function; the caller owns the returned reference."""
-    cdef PyObject* f
-    cdef Py_ssize_t top
-    q.live -= 1
-    if q.heads != NULL:
-        while q.heads[q.cur] == -1:
-            q.cur -= 1
-        top = q.heads[q.cur]
-        q.heads[q.cur] = q.items[top].next
-        f = q.items[top].func
-        q.items[top].func = NULL
-        return f
-    f = q.items[0].func
-    q.n -= 1
-    if q.n > 0:
-        q.items[0] = q.items[q.n]
-        _sift_down(q, 0)
-    return f
-
-
-cdef int _backward(Function root, bint retain_grad) except -1:
-    global _stamp_counter
+cdef int _backward(Function root, bint retain_grad, bint create_graph) except -1:
+    global _stamp_counter, _active_backwards, _base_stamp
     _stamp_counter += 1
     cdef unsigned long long stamp = _stamp_counter
+    cdef list restore = None
+    if _active_backwards:
+        restore = []
+    else:
+        _base_stamp = stamp
     cdef _Queue queue
     cdef Function f, creator
     cdef _Variable x
     _queue_init(&queue, root._gen)
+    _active_backwards += 1
     try:
-        root._stamp = stamp
+        _mark(root, stamp, restore)
         _queue_push(&queue, root)
         while queue.live:
             f = <Function>_queue_pop(&queue)
             Py_DECREF(f)            # `f` holds its own reference now
-            _step(f, retain_grad)
+            if create_graph:
+                _step_graph(f, retain_grad)
+            else:
+                _step(f, retain_grad)
             if f._inputs is None:
                 continue
             for v in f._inputs:
@@ -1138,10 +1006,14 @@ cdef int _backward(Function root, bint retain_grad) except -1:
                 if x._creator is not None:
                     creator = <Function>x._creator
                     if creator._stamp != stamp:
-                        creator._stamp = stamp
+                        _mark(creator, stamp, restore)
                         _queue_push(&queue, creator)
     finally:
+        _active_backwards -= 1
         _queue_free(&queue)
+        if restore:
+            for f, old in reversed(restore):
+                f._stamp = old
     return 0
 
 
@@ -1151,21 +1023,24 @@ cdef inline void _clear_grad(_Variable v) noexcept:
 
 
 cdef int _step(Function f, bint retain_grad) except -1:
-    """Run one function's backward and deliver its input gradients."""
-    cdef int op = _exact_op(f)
-    if op and f._nout == 1 and f._out1 != NULL:
-        if _step_scalar(f, op, retain_grad):
+    """Run one function's backward on arrays and deliver its input gradients."""
+    if _is_table_op(f) and f._nout == 1 and f._out1 != NULL:
+        if not _pure and _step_scalar(<_TableOp>f, retain_grad):
             return 0
-        return _step_builtin(f, op, retain_grad)
+        return _step_table_array(<_TableOp>f, retain_grad)
     return _step_user(f, retain_grad)
 
 
-cdef bint _step_scalar(Function f, int op, bint retain_grad) except -1:
+cdef bint _step_scalar(_TableOp f, bint retain_grad) except -1:
     """The C path: float64 scalar gradient, inputs and output."""
-    if _pure or f._inputs is None:
+    cdef double gy, y
+    cdef double x[2]
+    cdef double p[3]
+    cdef double g[2]
+    cdef Py_ssize_t i, n
+    if f._inputs is None:
         return False
     cdef _Variable out = <_Variable>f._out1
-    cdef double gy, x0 = 0.0, x1 = 0.0, c = 0.0, g0, g1 = 0.0
     if out._glazy:
         gy = out._gv
     elif _is_f64_scalar_array(out._grad):
@@ -1173,39 +1048,19 @@ cdef bint _step_scalar(Function f, int op, bint retain_grad) except -1:
     else:
         return False
     cdef tuple inputs = f._inputs
-    cdef Py_ssize_t nin = len(inputs)
-    if nin != (1 if op == OP_NEG or op == OP_POW else 2):
+    n = len(inputs)
+    if n != f._arity() or n > 2:
         return False
-    cdef _Variable v0 = <_Variable>inputs[0], v1 = None
-    if not v0._value(&x0):
+    for i in range(n):
+        if not (<_Variable>inputs[i])._value(&x[i]):
+            return False
+    if not f._scalar_params(p) or not out._value(&y):
         return False
-    if nin == 2:
-        v1 = <_Variable>inputs[1]
-        if not v1._value(&x1):
-            return False
-    if op == OP_ADD:
-        g0 = gy
-        g1 = gy
-    elif op == OP_SUB:
-        g0 = gy
-        g1 = -gy
-    elif op == OP_MUL:
-        g0 = gy * x1
-        g1 = gy * x0
-    elif op == OP_DIV:
-        g0 = gy / x1
-        g1 = gy * (-x0 / (x1 * x1))
-    elif op == OP_NEG:
-        g0 = -gy
-    else:
-        if not _scalar_exponent((<Pow>f).c, &c):
-            return False
-        g0 = c * _spow(x0, c - 1.0) * gy
+    f._scalar_backward(gy, x, y, p, g)
     if not retain_grad:
         _clear_grad(out)
-    _deliver_scalar(v0, g0)
-    if v1 is not None:
-        _deliver_scalar(v1, g1)
+    for i in range(n):
+        _deliver_scalar(<_Variable>inputs[i], g[i])
     return True
 
 
@@ -1236,90 +1091,135 @@ cdef int _deliver_scalar(_Variable x, double g) except -1:
 
 cdef object _take_output_grad(_Variable out, bint retain_grad):
     """The output's grad as an ndarray; without retain_grad the output lets go."""
-    g = out._get_grad()
+    g = _grad_array(out)
     if not retain_grad:
-        out._grad = None
+        _clear_grad(out)
     return g
 
 
-cdef int _step_builtin(Function f, int op, bint retain_grad) except -1:
-    """Built-in op on arrays: kernels, reusing the grad buffer when it is ours."""
+cdef int _step_table_array(_TableOp f, bint retain_grad) except -1:
+    """A table op on arrays, reusing the grad buffer when it is ours."""
     gy = _take_output_grad(<_Variable>f._out1, retain_grad)
-    if gy is None:
+    if gy is None or f._inputs is None:
         return 0
-    cdef tuple inputs = f._inputs
     cdef bint owned = _exclusive(gy)
-    if op == OP_ADD:
-        _deliver(<_Variable>inputs[0], gy, owned)
-        # Both inputs get gy: the second must have its own array.
-        _deliver(<_Variable>inputs[1], gy, False)
-        return 0
-    if op == OP_SUB:
-        g1 = _K.neg_backward(gy)
-        _deliver(<_Variable>inputs[0], gy, owned)
-        _deliver(<_Variable>inputs[1], g1, True)
-        return 0
     # The kernels may write the first gradient into gy's buffer when we own it.
-    buf = gy if owned else None
-    x0 = (<_Variable>inputs[0])._get_data()
-    g1 = None
-    if op == OP_NEG:
-        g0 = _K.neg_backward(gy, out=buf)
-    elif op == OP_POW:
-        g0 = _K.pow_backward(gy, x0, (<Pow>f).c, out=buf)
-    else:
-        x1 = (<_Variable>inputs[1])._get_data()
-        if op == OP_MUL:
-            g0, g1 = _K.mul_backward(gy, x0, x1, out=buf)
-        else:
-            g0, g1 = _K.div_backward(gy, x0, x1, out=buf)
-    buf = gy = None
-    _deliver(<_Variable>inputs[0], g0, g0 is not g1)
-    if g1 is not None:
-        _deliver(<_Variable>inputs[1], g1, True)
+    cdef tuple gxs = f._array_backward(gy, gy if owned else None)
+    return _deliver_all(f, gxs, gy, owned)
+
+
+cdef int _deliver_all(Function f, tuple gxs, object gy, bint gy_owned) except -1:
+    """Deliver one gradient per input; ``gy`` may be among them.
+
+    An array is stored without a copy only once, and only if nothing else can
+    reach it: ``gy`` when it was ours, a fresh result when this tuple holds
+    its only reference.
+    """
+    cdef tuple inputs = f._inputs
+    cdef Py_ssize_t i, j, n = len(inputs)
+    cdef bint owned
+    if len(gxs) != n:
+        raise ValueError(f"{type(f).__name__}.backward returned {len(gxs)} gradient(s) "
+                         f"for {n} input(s)")
+    for i in range(n):
+        g = gxs[i]
+        if g is None:
+            continue
+        owned = True
+        for j in range(i):
+            if gxs[j] is g:
+                owned = False
+        if owned:
+            if g is gy:
+                owned = gy_owned
+            else:
+                owned = Py_REFCNT(<PyObject*>g) == 2 and _owns_buffer(g)
+        _deliver(<_Variable>inputs[i], g, owned)
+        g = None
     return 0
 
 
-cdef int _step_user(Function f, bint retain_grad) except -1:
-    """A user Function: call its Python backward with the output grads."""
-    if f._inputs is None or f._nout == 0:
-        return 0
+cdef list _output_grads(Function f, bint as_variables):
+    """The outputs' gradients, zeros for outputs off the path; None if no
+    gradient reached the function at all."""
     cdef Py_ssize_t i, n = f._nout
     cdef PyObject* o
     cdef PyObject** outs = f._out_ptrs()
     cdef bint any_grad = False
-    if n == 1:
-        o = outs[0]
-        if o == NULL or not (<_Variable>o)._has_grad():
-            return 0
-        gy = (<_Variable>o)._get_grad()
-        if not retain_grad:
-            _clear_grad(<_Variable>o)
-        return _deliver_user(f, [f.backward(gy)])
     gys = []
     for i in range(n):
         o = outs[i]
         if o != NULL and (<_Variable>o)._has_grad():
-            gys.append((<_Variable>o)._get_grad())
+            if as_variables:
+                gys.append(_grad_variable(<_Variable>o))
+            else:
+                gys.append(_grad_array(<_Variable>o))
             any_grad = True
         else:
             gys.append(None)
     if not any_grad:
-        return 0        # no gradient reached this function: it contributes nothing
+        return None
     for i in range(n):
         if gys[i] is None:
-            # An output outside the path to the root has a zero gradient.
             if outs[i] != NULL:
-                data = (<_Variable>outs[i])._get_data()
-                gys[i] = np.zeros_like(data)
+                zeros = np.zeros_like((<_Variable>outs[i])._get_data())
             else:
                 shape, dtype = f._meta[i]
-                gys[i] = np.zeros(shape, dtype)
+                zeros = np.zeros(shape, dtype)
+            gys[i] = _wrap_data(zeros, _FullVarClass) if as_variables else zeros
+    return gys
+
+
+cdef void _clear_output_grads(Function f) noexcept:
+    cdef PyObject** outs = f._out_ptrs()
+    for i in range(f._nout):
+        if outs[i] != NULL:
+            _clear_grad(<_Variable>outs[i])
+
+
+cdef int _step_user(Function f, bint retain_grad) except -1:
+    """A user Function on arrays: call its backward with the output grads.
+
+    A GraphFunction's backward gets Variables, runs with recording off, and
+    its Variables' arrays are delivered.
+    """
+    if f._inputs is None or f._nout == 0:
+        return 0
+    cdef bint graph = _graph_protocol(f)
+    gys = _output_grads(f, graph)
+    if gys is None:
+        return 0        # no gradient reached this function: it contributes nothing
     if not retain_grad:
-        for i in range(n):
-            if outs[i] != NULL:
-                _clear_grad(<_Variable>outs[i])
-    return _deliver_user(f, [f.backward(*gys)])
+        _clear_output_grads(f)
+    if not graph:
+        return _deliver_user(f, [f.backward(*gys)])
+    cdef bint was = _backprop_enabled()
+    _set_backprop(False)
+    try:
+        r = f.backward(*gys)
+    finally:
+        _set_backprop(was)
+    gys = None
+    return _deliver_user(f, [_unwrap_grads(r)])
+
+
+cdef object _unwrap_grads(object r):
+    """A GraphFunction's result with each private Variable replaced by its array."""
+    cdef tuple gxs
+    if type(r) is tuple:
+        gxs = <tuple>r
+    elif isinstance(r, list):
+        gxs = tuple(r)
+    else:
+        gxs = (r,)
+    r = None
+    out = []
+    for g in gxs:
+        if isinstance(g, _Variable):
+            out.append((<_Variable>g)._get_data())
+        else:
+            out.append(g)
+    return tuple(out)
 
 
 cdef int _deliver_user(Function f, list box) except -1:
@@ -1390,8 +1290,10 @@ cdef int _deliver(_Variable x, object gx, bint owned) except -1:
         x._get_grad()
     acc = x._grad
     if acc is None:
-        x._grad = gx if owned else _K.copy(gx)
+        x._grad = gx if owned else backend.copy(gx)
         return 0
+    if isinstance(acc, _Variable):
+        acc = (<_Variable>acc)._get_data()     # shared with the user's Variable
     # In place only into an array no one but x can see, of the result's dtype.
     x._grad = None
     if (_exclusive(acc) and acc.shape == gx.shape and acc.dtype == gx.dtype
@@ -1403,18 +1305,111 @@ cdef int _deliver(_Variable x, object gx, bint owned) except -1:
     return 0
 
 
+# ---------------------------------------------------------------- create_graph
+
+cdef int _step_graph(Function f, bint retain_grad) except -1:
+    """One function's backward on Variables, recorded (create_graph=True)."""
+    if f._inputs is None or f._nout == 0:
+        return 0
+    gys = _output_grads(f, True)
+    if gys is None:
+        return 0
+    if not retain_grad:
+        _clear_output_grads(f)
+    cdef bint was = _backprop_enabled()
+    _set_backprop(True)
+    try:
+        if _is_table_op(f):
+            r = f._graph_backward(*gys)
+        elif _graph_protocol(f):
+            r = f.backward(*gys)
+        else:
+            # A stage-2 Function differentiates arrays: its grads are
+            # constants, so no higher derivative flows through it.
+            r = f.backward(*[(<_Variable>g)._get_data() for g in gys])
+        if type(r) is not tuple:
+            r = tuple(r) if isinstance(r, list) else (r,)
+        if len(r) != len(f._inputs):
+            raise ValueError(f"{type(f).__name__}.backward returned {len(r)} gradient(s) "
+                             f"for {len(f._inputs)} input(s)")
+        for x, gx in zip(f._inputs, r):
+            if gx is not None:
+                _deliver_graph(<_Variable>x, gx)
+    finally:
+        _set_backprop(was)
+    return 0
+
+
+cdef int _deliver_graph(_Variable x, object gx) except -1:
+    """``x.grad = x.grad + gx`` on Variables, recorded."""
+    if x._const:
+        return 0
+    if not isinstance(gx, _Variable):
+        gx = _wrap_data(np.asarray(gx), _FullVarClass)
+    data = x._get_data()
+    if data is not None and (<_Variable>gx).shape != data.shape:
+        gshape = (<_Variable>gx).shape
+        try:
+            common = np.broadcast_shapes(data.shape, gshape)
+        except ValueError:
+            common = None
+        if common == gshape:
+            gx = _functions().sum_to(gx, data.shape)
+        elif common == data.shape:
+            gx = _functions().broadcast_to(gx, data.shape)
+        else:
+            raise ValueError(f"gradient of shape {gshape} does not fit an input "
+                             f"of shape {data.shape}")
+    if not x._has_grad():
+        x._grad = gx
+    else:
+        x._grad = add(_grad_variable(x), gx)
+    return 0
+
 
 # ---------------------------------------------------------------- operators
 
 def setup_variable():
-    """Install the arithmetic operators on Variable (idempotent; done on import)."""
-    Variable.__add__ = add
-    Variable.__radd__ = add
-    Variable.__mul__ = mul
-    Variable.__rmul__ = mul
-    Variable.__neg__ = neg
-    Variable.__sub__ = sub
-    Variable.__rsub__ = rsub
-    Variable.__truediv__ = div
-    Variable.__rtruediv__ = rdiv
-    Variable.__pow__ = pow
+    """Install the operators on the stage-2 Variable (idempotent; done on import)."""
+    _install_operators(Variable)
+
+
+def _get_item(self, slices):
+    return _functions().get_item(self, slices)
+
+
+def _matmul(self, other):
+    return _functions().matmul(self, other)
+
+
+def _rmatmul(self, other):
+    return _functions().matmul(other, self)
+
+
+def _max(self, axis=None, keepdims=False):
+    return _functions().max(self, axis, keepdims)
+
+
+def _min(self, axis=None, keepdims=False):
+    return _functions().min(self, axis, keepdims)
+
+
+def _install_operators(cls):
+    """Install the operators and DeZero's array methods on ``cls``."""
+    cls.__getitem__ = _get_item
+    cls.__matmul__ = _matmul
+    cls.__rmatmul__ = _rmatmul
+    cls.matmul = _matmul
+    cls.dot = _matmul
+    cls.max = _max
+    cls.min = _min
+    cls.__add__ = add
+    cls.__radd__ = add
+    cls.__mul__ = mul
+    cls.__rmul__ = mul
+    cls.__neg__ = neg
+    cls.__sub__ = sub
+    cls.__rsub__ = rsub
+    cls.__truediv__ = div
+    cls.__rtruediv__ = rdiv
+    cls.__pow__ = pow

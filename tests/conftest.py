@@ -44,7 +44,7 @@ def numerical_grad(f, x, eps=None):
     ``f`` maps an ndarray to an ndarray (or a number); ``x`` is not modified.
     Computed in float64 whatever the dtype of ``x``.
     """
-    x = np.array(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64, order="C")  # reshape(-1) below must be a view
     if eps is None:
         eps = 1e-6
     grad = np.zeros_like(x)

@@ -1,0 +1,358 @@
+"""Render the op table (:mod:`fastgrad._optable`) as Cython code.
+
+``setup.py`` runs this before compiling: it writes ``fastgrad/_optable.pxi``
+(a build product, included by ``_core.pyx``) with, for every op, a
+``Function`` subclass carrying its NumPy forward, its array backward, its
+graph backward on Variables and its C scalar forward and backward, and the
+lowercase function.  ``python -m fastgrad._codegen --stubs`` prints the stub
+lines for ``_core.pyi``.
+
+A formula is parsed with :mod:`ast` and rendered by :class:`Renderer` in one
+of three modes: ``"numpy"`` (arrays), ``"graph"`` (Variables; constants such
+as comparisons are taken on ``.data``) and ``"c"`` (doubles).
+"""
+import ast
+import os
+import sys
+
+if __package__:
+    from fastgrad._optable import OPS, REQUIRED
+else:  # run by path from setup.py, before fastgrad is built
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _optable import OPS, REQUIRED
+
+_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_CMPOPS = {ast.Gt: ">", ast.GtE: ">=", ast.Lt: "<", ast.LtE: "<=", ast.Eq: "==", ast.NotEq: "!="}
+
+# Per mode: what each formula function becomes.  {0}, {1}, {2} are the
+# rendered arguments.
+_CALLS = {
+    "numpy": {
+        "exp": "_np.exp({0})", "log": "_np.log({0})", "sin": "_np.sin({0})",
+        "cos": "_np.cos({0})", "tan": "_np.tan({0})", "tanh": "_np.tanh({0})",
+        "sqrt": "_np.sqrt({0})", "abs": "_np.abs({0})", "sign": "_np.sign({0})",
+        "pow": "({0}) ** ({1})", "maximum": "_np.maximum({0}, {1})",
+        "minimum": "_np.minimum({0}, {1})", "clip": "_np.clip({0}, {1}, {2})",
+        "where": "_np.where({0}, {1}, {2})",
+    },
+    # The table's own functions, through a namespace so that no Python
+    # builtin (abs, pow) is meant instead.
+    "graph": {
+        "exp": "_fn.exp({0})", "log": "_fn.log({0})", "sin": "_fn.sin({0})",
+        "cos": "_fn.cos({0})", "tan": "_fn.tan({0})", "tanh": "_fn.tanh({0})",
+        "sqrt": "_fn.sqrt({0})", "abs": "_fn.abs({0})", "pow": "_fn.pow({0}, {1})",
+        "maximum": "_fn.maximum({0}, {1})", "minimum": "_fn.minimum({0}, {1})",
+        "clip": "_fn.clip({0}, {1}, {2})",
+    },
+    "c": {
+        "exp": "_c_exp({0})", "log": "_c_log({0})", "sin": "_c_sin({0})",
+        "cos": "_c_cos({0})", "tan": "_c_tan({0})", "tanh": "_c_tanh({0})",
+        "sqrt": "libm_sqrt({0})", "abs": "fabs({0})", "sign": "_c_sign({0})",
+        "pow": "_spow({0}, {1})", "maximum": "_c_maximum({0}, {1})",
+        "minimum": "_c_minimum({0}, {1})", "clip": "_c_clip({0}, {1}, {2})",
+        "where": "(({1}) if ({0}) else ({2}))",
+    },
+}
+# Calls whose value is a constant in a derivative (no gradient through them).
+_CONSTANT_CALLS = ("sign", "where")
+
+
+class Renderer:
+    """Render formula ASTs for one op in one mode.
+
+    ``names`` maps each formula name (inputs, ``y``, ``gy``, parameters) to
+    the code that reads it; ``data_names`` gives the ndarray behind each
+    Variable name in graph mode (used inside constants).
+    """
+
+    def __init__(self, mode, names, data_names=None):
+        self.mode = mode
+        self.names = names
+        self.data_names = data_names or names
+
+    def render(self, text):
+        return self._node(ast.parse(text, mode="eval").body, constant=False)
+
+    def _node(self, node, constant):
+        mode = self.mode
+        if isinstance(node, ast.Name):
+            table = self.data_names if constant else self.names
+            if node.id not in table:
+                raise ValueError(f"unknown name {node.id!r} in a formula")
+            return table[node.id]
+        if isinstance(node, ast.Constant):
+            if not isinstance(node.value, (int, float)):
+                raise ValueError(f"unsupported constant {node.value!r}")
+            if mode == "c":
+                return repr(float(node.value))
+            return repr(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return f"(-{self._node(node.operand, constant)})"
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            left = self._node(node.left, constant)
+            right = self._node(node.right, constant)
+            return f"({left} {_BINOPS[type(node.op)]} {right})"
+        if isinstance(node, ast.Compare) and len(node.ops) == 1:
+            # A comparison is a 0/1 mask: taken on the data, never differentiated.
+            left = self._node(node.left, True)
+            right = self._node(node.comparators[0], True)
+            return f"({left} {_CMPOPS[type(node.ops[0])]} {right})"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            fname = node.func.id
+            inner = constant or fname in _CONSTANT_CALLS
+            if mode == "graph" and inner:
+                # A constant subexpression of a graph formula is NumPy code on data.
+                sub = Renderer("numpy", self.data_names)
+                return sub._node(node, True)
+            template = _CALLS[mode].get(fname)
+            if template is None:
+                raise ValueError(f"unknown function {fname!r} in a formula")
+            args = [self._node(a, inner) for a in node.args]
+            return template.format(*args)
+        raise ValueError(f"unsupported syntax in a formula: {ast.dump(node)}")
+
+
+def _param_names(op):
+    return [p[0] for p in op.params]
+
+
+def _param_defaults(op):
+    return [(p[0], p[1]) for p in op.params]
+
+
+def _param_label(op, name):
+    for p in op.params:
+        if p[0] == name:
+            return p[2] if len(p) > 2 else name
+    raise KeyError(name)
+
+
+def _signature(op):
+    parts = list(op.inputs)
+    for p, default in _param_defaults(op):
+        parts.append(p if default is REQUIRED else f"{p}={default!r}")
+    return ", ".join(parts)
+
+
+def _names_used(op):
+    """The names the derivatives read (the kernel reads all inputs)."""
+    used = set(op.inputs) if op.kernel else set()
+    for g in op.grads:
+        used |= {n.id for n in ast.walk(ast.parse(g, mode="eval")) if isinstance(n, ast.Name)}
+    return used
+
+
+def _render_class(op):
+    cls = op.class_name
+    ins = op.inputs
+    params = _param_names(op)
+    n = op.arity
+    out = []
+    w = out.append
+    w(f"cdef class {cls}(_TableOp):")
+    w(f'    """y = {op.doc}.')
+    w("")
+    w(f"    Declared in fastgrad/_optable.py: forward ``{op.forward}``,")
+    w("    derivatives " + ", ".join(f"``{g}``" for g in op.grads) + '.')
+    w('    """')
+    for p in params:
+        w(f"    cdef public object {p}")
+    if params:
+        sig = ", ".join(f"{p}" if d is REQUIRED else f"{p}={d!r}" for p, d in _param_defaults(op))
+        w(f"    def __init__(self, {sig}):")
+        for p in params:
+            w(f"        self.{p} = _check_constant({op.name!r}, {_param_label(op, p)!r}, {p})")
+    w("")
+    w("    cdef object _declared(self):")
+    w(f"        return {cls}")
+    w("")
+    w("    cdef int _arity(self) noexcept:")
+    w(f"        return {n}")
+    w("")
+    # --- NumPy forward (what runs on arrays)
+    w(f"    def forward(self, {', '.join(ins)}):")
+    if op.kernel:
+        args = ", ".join(list(ins) + [f"self.{p}" for p in params])
+        w(f"        return backend.{op.name}({args})")
+    else:
+        names = {i: i for i in ins}
+        names.update({p: f"self.{p}" for p in params})
+        w(f"        return {Renderer('numpy', names).render(op.forward)}")
+    w("")
+    # --- array backward: tuple of grads; may write the first into `buf`
+    w("    cdef tuple _array_backward(self, object gy, object buf):")
+    used = _names_used(op)
+    for k, i in enumerate(ins):
+        if i in used:
+            w(f"        {i} = (<_Variable>self._inputs[{k}])._get_data()")
+    if "y" in used:
+        w("        y = self._output_data()")
+    if op.kernel and op.name + "_backward" in _BACKEND_BACKWARD:
+        # The kernel's own parameter names say which operands it reads.
+        names = {i: i for i in ins}
+        names.update({p: f"self.{p}" for p in params})
+        names.update(gy="gy", out="out=buf")
+        args = ", ".join(names[a] for a in _BACKEND_BACKWARD[op.name + "_backward"])
+        w(f"        r = backend.{op.name}_backward({args})")
+        w("        return r if type(r) is tuple else (r,)")
+    else:
+        names = {i: i for i in ins}
+        names.update({p: f"self.{p}" for p in params})
+        names.update(y="y", gy="gy")
+        r = Renderer("numpy", names)
+        w(f"        return ({', '.join(r.render(g) for g in op.grads)},)")
+    w("")
+    # --- the stage-2 protocol: backward on arrays, as a user would write it
+    w("    def backward(self, gy):")
+    w("        r = self._array_backward(gy, None)")
+    w("        return r[0]" if n == 1 else "        return r")
+    w("")
+    # --- graph backward on Variables (create_graph=True)
+    w("    def _graph_backward(self, gy):")
+    for k, i in enumerate(ins):
+        if i in used:
+            w(f"        {i} = self._inputs[{k}]")
+    if "y" in used:
+        w("        y = self._output_var()")
+    names = {i: i for i in ins}
+    names.update({p: f"self.{p}" for p in params})
+    names.update(y="y", gy="gy")
+    data = {i: f"{i}.data" for i in ins}
+    data.update({p: f"self.{p}" for p in params})
+    data.update(y="y.data", gy="gy.data")
+    r = Renderer("graph", names, data)
+    w(f"        return ({', '.join(r.render(g) for g in op.grads)},)")
+    w("")
+    # --- C scalar path
+    if op.scalar:
+        if params:
+            w("    cdef bint _scalar_params(self, double* p):")
+            w("        return " + " and ".join(
+                f"_c_number(self.{q}, &p[{k}])" for k, q in enumerate(params)))
+        else:
+            w("    cdef bint _scalar_params(self, double* p):")
+            w("        return True")
+        w("")
+        cnames = {i: f"x[{k}]" for k, i in enumerate(ins)}
+        cnames.update({q: f"p[{k}]" for k, q in enumerate(params)})
+        rc = Renderer("c", cnames)
+        w("    cdef double _scalar_forward(self, const double* x, const double* p) noexcept:")
+        w(f"        return {rc.render(op.forward)}")
+        w("")
+        cnames.update(y="y", gy="gy")
+        rc = Renderer("c", cnames)
+        w("    cdef void _scalar_backward(self, double gy, const double* x, double y,")
+        w("                               const double* p, double* g) noexcept:")
+        for k, gtext in enumerate(op.grads):
+            w(f"        g[{k}] = {rc.render(gtext)}")
+    w("")
+    return "\n".join(out)
+
+
+def _render_function(op, name=None, swap=False, face=None):
+    """The lowercase function; ``face`` sets the Variable class of results
+    when no input is a Variable (the full face's copies)."""
+    name = name or op.name
+    cls = op.class_name
+    ins = list(op.inputs)
+    call_ins = ins[::-1] if swap else ins
+    params = _param_names(op)
+    lines = [f"def {name}({_signature(op)}):"]
+    if face:
+        lines.append(f'    """Full-face {name}: see :func:`{op.reverse if swap else op.name}`."""')
+    elif swap:
+        lines.append(f'    """Return ``{op.doc}`` with the operands swapped: '
+                     f'{name}(x0, x1) = {op.name}(x1, x0)."""')
+    else:
+        lines.append(f'    """Return y = {op.doc}, as a Variable (see :class:`{cls}`)."""')
+    lines.append(f"    cdef {cls} f = <{cls}>_tp_new({cls}, _empty_tuple)")
+    for p in params:
+        lines.append(f"    f.{p} = _check_constant({op.name!r}, {_param_label(op, p)!r}, {p})")
+    face_arg = f", {face}" if face else ""
+    lines.append(f"    return _call(f, ({', '.join(call_ins)},){face_arg})")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _backend_backward_names():
+    here = os.path.dirname(os.path.abspath(__file__))
+    names = {}
+    with open(os.path.join(here, "_reference.py")) as fh:
+        tree = ast.parse(fh.read())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name.endswith("_backward"):
+            names[node.name] = [a.arg for a in node.args.args]
+    return names
+
+
+_BACKEND_BACKWARD = _backend_backward_names()
+
+
+def render_pxi():
+    """Return the text of ``_optable.pxi``."""
+    parts = ["# Generated from fastgrad/_optable.py by fastgrad/_codegen.py: do not edit.", ""]
+    for op in OPS:
+        parts.append(_render_class(op))
+        parts.append(_render_function(op))
+        if op.reverse:
+            parts.append(_render_function(op, op.reverse, swap=True))
+    full = []
+    for op in OPS:
+        for fname, swap in [(op.name, False)] + ([(op.reverse, True)] if op.reverse else []):
+            parts.append(_render_function(op, "_full_" + fname, swap, face="_FullVarClass"))
+            full.append(fname)
+    names = [op.class_name for op in OPS] + full
+    parts.append("#: The table's class and function names.")
+    parts.append("TABLE_NAMES = (" + ", ".join(repr(n) for n in names) + ",)")
+    parts.append("#: The functions as the full face needs them: a result is a full-face")
+    parts.append("#: Variable even when no input is a Variable.")
+    parts.append("FULL_FACE_FUNCTIONS = {" + ", ".join(f"{n!r}: _full_{n}" for n in full) + "}")
+    parts.append("")
+    parts.append("class _fn:")
+    parts.append('    """The table functions, as graph formulas call them."""')
+    for n in full:
+        parts.append(f"    {n} = staticmethod({n})")
+    parts.append("")
+    return "\n".join(parts)
+
+
+def render_stubs():
+    """Return the ``_core.pyi`` lines for the table's classes and functions."""
+    lines = []
+    for op in OPS:
+        lines.append(f"class {op.class_name}(Function):")
+        for p in _param_names(op):
+            lines.append(f"    {p}: Any")
+        if op.params:
+            sig = ", ".join(f"{p}: Any" if d is REQUIRED else f"{p}: Any = ..." for p, d in _param_defaults(op))
+            lines.append(f"    def __init__(self, {sig}) -> None: ...")
+        else:
+            lines.append("    ...")
+        sig = ", ".join([f"{i}: _Operand" for i in op.inputs] + [
+            f"{p}: Any" if d is REQUIRED else f"{p}: Any = ..." for p, d in _param_defaults(op)])
+        lines.append(f"def {op.name}({sig}) -> Variable: ...")
+        if op.reverse:
+            lines.append(f"def {op.reverse}({sig}) -> Variable: ...")
+    return "\n".join(lines) + "\n"
+
+
+def write_pxi(path=None):
+    """Write ``_optable.pxi`` beside this file unless it is already current."""
+    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "_optable.pxi")
+    text = render_pxi()
+    try:
+        with open(path) as fh:
+            if fh.read() == text:
+                return path
+    except OSError:
+        pass
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
+if __name__ == "__main__":
+    if "--stubs" in sys.argv:
+        sys.stdout.write(render_stubs())
+    else:
+        print(write_pxi())

@@ -1,0 +1,87 @@
+# Included by _core.pyx: graph-recording configuration.
+
+# Config.enable_backprop is per thread.  The flag lives in a C thread-specific
+# slot, encoded in the pointer value, so reading it costs a few nanoseconds
+# and a new thread starts with the default (enabled).
+cdef Py_tss_t* _backprop_key = PyThread_tss_alloc()
+if _backprop_key == NULL or PyThread_tss_create(_backprop_key) != 0:
+    raise MemoryError("fastgrad: cannot allocate thread-local storage")
+
+cdef inline bint _backprop_enabled() noexcept:
+    return PyThread_tss_get(_backprop_key) != <void*><size_t>1
+
+cdef inline void _set_backprop(bint on) noexcept:
+    PyThread_tss_set(_backprop_key, <void*><size_t>(2 if on else 1))
+
+
+class _ConfigType(type):
+    @property
+    def enable_backprop(cls):
+        """Record graphs for backprop (per thread; default True)."""
+        return _backprop_enabled()
+
+    @enable_backprop.setter
+    def enable_backprop(cls, value):
+        _set_backprop(bool(value))
+
+
+class Config(metaclass=_ConfigType):
+    """Global settings, as in DeZero.
+
+    ``Config.enable_backprop`` is thread-local: reading or assigning it acts
+    on the calling thread only, so ``no_grad()`` in one thread never turns
+    off graph recording in another.  Other attributes a user adds are
+    ordinary class attributes.  ``Config.train`` (default True) is read by
+    layers that behave differently in training and inference (dropout).
+    """
+    train = True
+
+
+class _UsingConfig:
+    """Context manager behind ``using_config``: restores on exit, nests."""
+
+    __slots__ = ("name", "value", "_saved")
+
+    def __init__(self, name, value):
+        self.name = name
+        self.value = value
+        self._saved = {}
+
+    def __enter__(self):
+        stack = self._saved.setdefault(threading.get_ident(), [])
+        stack.append(getattr(Config, self.name))
+        setattr(Config, self.name, self.value)
+        return self
+
+    def __exit__(self, *exc_info):
+        ident = threading.get_ident()
+        stack = self._saved[ident]
+        setattr(Config, self.name, stack.pop())
+        if not stack:
+            del self._saved[ident]
+        return False
+
+
+def using_config(name, value):
+    """Temporarily set ``Config.<name>`` to ``value`` inside a ``with`` block.
+
+    The old value is restored on exit, also when the block raises.
+
+    Examples
+    --------
+    >>> with using_config('enable_backprop', False):
+    ...     y = x * 2        # no graph recorded
+    """
+    return _UsingConfig(name, value)
+
+
+def no_grad():
+    """Context manager that turns graph recording off (this thread only)."""
+    return _UsingConfig("enable_backprop", False)
+
+
+def test_mode():
+    """Context manager that sets ``Config.train`` to False (inference)."""
+    return _UsingConfig("train", False)
+
+

@@ -1,0 +1,23 @@
+"""DeZero 0.0.13's package layout on fastgrad's engine.
+
+Code written for DeZero runs after replacing ``dezero`` by ``fastgrad.dezero``
+in its imports::
+
+    import fastgrad.dezero as dezero
+    import fastgrad.dezero.functions as F
+    from fastgrad.dezero import Variable
+
+The top-level names are those of ``dezero/__init__.py`` in its full-core mode
+(grads are Variables; ``backward(create_graph=True)``).  The stage-2 core is
+``fastgrad.dezero.core_simple`` (the same as ``fastgrad``).
+"""
+is_simple_core = False
+
+from fastgrad.dezero.core import (  # noqa: E402
+    Config, Function, Parameter, Variable, as_array, as_variable, no_grad,
+    setup_variable, test_mode, using_config,
+)
+
+
+setup_variable()
+__version__ = "0.0.13"
