@@ -440,6 +440,13 @@ def _timed_first_call(step, notes, arg):
     return step
 
 
+def _module(name):
+    try:
+        return importlib.import_module(name)
+    except Exception:  # missing, or not importable in this build
+        return None
+
+
 def _fastgrad(name, full):
     try:
         fg = importlib.import_module("fastgrad")
@@ -450,18 +457,18 @@ def _fastgrad(name, full):
         raise Unavailable("FASTGRAD_PURE=1 was not honoured by the engine")
     versions = {"fastgrad": getattr(fg, "__version__", None),
                 "PURE": getattr(fg, "PURE", None)}
+    # Until the functions module exists, the engine's own elementwise ops
+    # (fastgrad._core, the full face's through FULL_FACE_FUNCTIONS) are it.
+    core = getattr(fg, "_core", None)
     if not full:
-        F = module_vocab(getattr(fg, "functions", types.SimpleNamespace()))
-        peer = Tape(name, fg.Variable, fg.Function, F, full=False)
+        F = _module("fastgrad.functions") or core
+        peer = Tape(name, fg.Variable, fg.Function, module_vocab(F), full=False)
     else:
-        try:
-            dz = importlib.import_module("fastgrad.dezero")
-        except Exception as exc:
-            raise Unavailable(f"fastgrad.dezero is not in this fastgrad ({exc!r})") from None
-        try:
-            F = importlib.import_module("fastgrad.dezero.functions")
-        except Exception:
-            F = getattr(fg, "functions", types.SimpleNamespace())
+        dz = _module("fastgrad.dezero")
+        if dz is None:
+            raise Unavailable("this fastgrad has no fastgrad.dezero (the full face)")
+        F = _module("fastgrad.dezero.functions") or types.SimpleNamespace(
+            **getattr(core, "FULL_FACE_FUNCTIONS", {}))
         peer = Tape(name, dz.Variable, dz.Function, module_vocab(F), full=True)
     peer.versions = versions
     return peer
