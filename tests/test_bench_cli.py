@@ -333,3 +333,12 @@ def test_targets_pass_miss_and_not_measured():
     assert got["overhead chain 1e3 total: dezero/fastgrad >= 8x"] is None
     text = targets.format_targets(targets.evaluate(doc))
     assert "PASS" in text and "MISS" in text and "not measured" in text
+
+
+def test_a_suite_fastgrad_cannot_run_is_shown_as_skip(monkeypatch):
+    suite = SUITES["lstsq"]
+    monkeypatch.setattr(type(suite), "needs", ("matmul", "no_such_function"))
+    reason = cli._suite_refusal(suite)
+    assert "no_such_function" in reason
+    doc = {"suites": {"lstsq": {"status": "skipped", "reason": reason}}, "results": []}
+    assert f"SKIP: {reason}" in report.suite_table(doc, "lstsq")

@@ -155,14 +155,15 @@ def run(argv):
     names = [n for n in args.peer_list]
     status = {}
     for name in names:
+        details = {}
         reason = None if P.installed(name) else f"not installed: {P.PEER_INFO[name][2]}"
         if reason is None and name not in P.SUBPROCESS:
             try:  # import now: import time stays out of the first timing
-                P.get(name)
+                details = P.get(name).versions
             except P.Unavailable as exc:
                 reason = str(exc)
         status[name] = {"available": reason is None, "reason": reason,
-                        "version": P.version(name)}
+                        "version": P.version(name), "details": details}
         if reason:
             _log(f"peer {name}: skipped ({reason})")
     build = report.fastgrad_build()

@@ -50,6 +50,15 @@ def installed(name):
     return importlib.util.find_spec(PEER_INFO[name][1]) is not None
 
 
+def _imports(peer, *modules):
+    """Import ``modules`` for ``peer``, or say how to install it."""
+    try:
+        return [importlib.import_module(m) for m in modules]
+    except Exception as exc:
+        raise Unavailable(f"import {modules[0]} failed ({exc!r}); "
+                          f"{PEER_INFO[peer][2]}") from None
+
+
 def _arr(g):
     """A gradient as an ndarray (the full faces keep it in a Variable)."""
     return g if isinstance(g, np.ndarray) else np.asarray(getattr(g, "data", g))
@@ -235,12 +244,7 @@ class Torch(Peer):
 
     def __init__(self, name):
         super().__init__(name)
-        try:
-            import torch
-            import torch.nn.functional as tF
-        except Exception as exc:
-            raise Unavailable(f"import torch failed ({exc!r}); "
-                              f"{PEER_INFO['torch'][2]}") from None
+        torch, tF = _imports(name, "torch", "torch.nn.functional")
         self.torch = torch
         self.F = types.SimpleNamespace(
             **{n: getattr(torch, n) for n in ELEMENTWISE}, matmul=torch.matmul,
@@ -312,13 +316,7 @@ class Autograd(Peer):
 
     def __init__(self, name):
         super().__init__(name)
-        try:
-            import autograd
-            import autograd.extend
-            import autograd.numpy as anp
-        except Exception as exc:
-            raise Unavailable(f"import autograd failed ({exc!r}); "
-                              f"{PEER_INFO['autograd'][2]}") from None
+        autograd, _, anp = _imports(name, "autograd", "autograd.extend", "autograd.numpy")
         self.ag, self.F = autograd, array_vocab(anp)
         self.versions = {"autograd": getattr(autograd, "__version__", None)}
 
@@ -357,12 +355,7 @@ class Jax(Peer):
     def __init__(self, name):
         super().__init__(name)
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
-        try:
-            import jax
-            import jax.numpy as jnp
-        except Exception as exc:
-            raise Unavailable(f"import jax failed ({exc!r}); "
-                              f"{PEER_INFO[name][2]}") from None
+        jax, jnp = _imports(name, "jax", "jax.numpy")
         jax.config.update("jax_enable_x64", True)
         self.jax, self.jnp = jax, jnp
         self.F = array_vocab(jnp, sigmoid=jax.nn.sigmoid)
