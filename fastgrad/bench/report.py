@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from . import peers as P
+from .measure import summary
 from .suites import SUITES, fmt_n
 
 SCHEMA = "fastgrad-bench/2"
@@ -167,11 +168,13 @@ def suite_table(doc, name, times=False):
             rows.append(["geomean", _phase_label(suite, phase), ""]
                         + [fmt_ratio(geomean(gm.get((p, phase), []))) for p in others])
     what = f"{unit} per op" if suite.per_op else unit
+    rounds = doc["settings"]["rounds"]
+    how = (f"median of {rounds} interleaved rounds, ±: half their interquartile range"
+           if rounds else "of the medians (a first-schema run: not interleaved)")
     head = (f"== {suite.title} ==\n"
             + (f"(median {what}; * one iteration)" if times else
-               f"(fastgrad: median {what}; others: their time / fastgrad's, median of "
-               f"{doc['settings']['rounds']} interleaved rounds, ±: half their interquartile "
-               f"range; >1x: fastgrad faster; * one iteration, not interleaved)"))
+               f"(fastgrad: median {what}; others: their time / fastgrad's, {how}; "
+               f">1x: fastgrad faster; * one iteration, not interleaved)"))
     order = [P.REFERENCE] + others if P.REFERENCE in peers else others
     return "\n".join([head, render(["case", "phase"] + order, rows)] + _notes(recs))
 
@@ -296,8 +299,15 @@ def load(path):
             rec["peers"][r["peer"]] = {"status": r["status"], "reason": r.get("reason"),
                                        "single": st.get("single"),
                                        "phases": st.get("phases", {})}
+        for rec in cases.values():  # not interleaved: ratios of medians, marked *
+            base = rec["peers"].get(P.REFERENCE, {}).get("phases", {})
+            for peer, info in rec["peers"].items():
+                if peer != P.REFERENCE and info["status"] == "ok":
+                    rec["ratios"][peer] = {
+                        ph: dict(summary([st["median"] / base[ph]["median"]]), single=True)
+                        for ph, st in info["phases"].items() if ph in base}
         doc = dict(doc, schema=SCHEMA, results=list(cases.values()),
-                   settings=dict(doc.get("settings", {}), rounds=None))
+                   settings=dict(doc.get("settings", {}), rounds=0))
     if doc.get("schema") != SCHEMA:
         raise ValueError(f"{path}: not a {SCHEMA} results file")
     return doc
