@@ -245,8 +245,19 @@ def test_quick_run_with_peers_missing(quick_run):
     for name in ("dezero", "dezero-full", "torch", "autograd", "jax", "jax-jit"):
         assert f"peer {name}: skipped" in proc.stderr
     # The table says why, with the command that installs the peer.
-    assert "skipped: torch (3 cases): not installed: pip install torch" in proc.stdout \
-        or "pip install torch" in proc.stdout
+    assert ("skipped: torch (3 cases): import torch failed (ImportError('torch hidden')); "
+            "pip install torch --index-url") in proc.stdout
+    assert "skipped: jax-jit (3 cases): import jax failed" in proc.stdout
+
+
+def test_a_peer_not_installed_is_skipped_with_its_pip_command(monkeypatch, capsys):
+    monkeypatch.setattr(P, "installed", lambda name: name != "autograd")
+    assert cli.main(["overhead", "--quick", "--filter", "goldstein",
+                     "--peers", "numpy,fastgrad,autograd"]) == 0
+    out, err = capsys.readouterr()
+    assert "peer autograd: skipped (not installed: pip install autograd)" in err
+    assert "skipped: autograd (overhead goldstein): not installed: pip install autograd" in out
+    assert "goldstein  fwd+bwd" in out
 
 
 def test_json_schema(quick_run):

@@ -221,6 +221,7 @@ def run(argv):
     finally:
         for w in workers.values():
             w.close()
+        gc.unfreeze()
 
     doc["targets"] = targets.evaluate(doc)
     if doc["results"]:
