@@ -112,6 +112,86 @@ class Renderer:
         raise ValueError(f"unsupported syntax in a formula: {ast.dump(node)}")
 
 
+# ------------------------------------------------------------ fused programs
+
+# Must match the opcode enum of _fused.pxi.
+OPCODES = {name: i + 1 for i, name in enumerate(
+    "ADD SUB MUL DIV NEG GT GE LT LE WHERE CONST PARAM UFUNC1 UFUNC2 SIGN FABS SQRT".split())}
+_FUSED_UFUNCS = ("exp", "log", "sin", "cos", "tan", "tanh", "maximum", "minimum", "power")
+_PROGRAM_BINOPS = {ast.Add: "ADD", ast.Sub: "SUB", ast.Mult: "MUL", ast.Div: "DIV"}
+_PROGRAM_CMPOPS = {ast.Gt: "GT", ast.GtE: "GE", ast.Lt: "LT", ast.LtE: "LE"}
+
+
+def compile_program(text, inputs, params):
+    """Compile a formula into (nin, nregs, out, code) for _fused.pxi's _Program.
+
+    Registers 0..len(inputs)-1 hold the inputs; every other node gets a
+    register of its own.  Each instruction is (op, dst, a, b, c, fn, value).
+    """
+    code = []
+    nregs = [len(inputs)]
+
+    def new():
+        nregs[0] += 1
+        return nregs[0] - 1
+
+    def emit(op, a=0, b=0, c=0, fn=0, value=0.0):
+        d = new()
+        code.append((OPCODES[op], d, a, b, c, fn, float(value)))
+        return d
+
+    def node(n):
+        if isinstance(n, ast.Name):
+            if n.id in inputs:
+                return inputs.index(n.id)
+            if n.id in params:
+                return emit("PARAM", fn=params.index(n.id))
+            raise ValueError(f"unknown name {n.id!r}")
+        if isinstance(n, ast.Constant):
+            return emit("CONST", value=n.value)
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return emit("NEG", node(n.operand))
+        if isinstance(n, ast.BinOp) and type(n.op) in _PROGRAM_BINOPS:
+            return emit(_PROGRAM_BINOPS[type(n.op)], node(n.left), node(n.right))
+        if isinstance(n, ast.Compare) and len(n.ops) == 1 and type(n.ops[0]) in _PROGRAM_CMPOPS:
+            return emit(_PROGRAM_CMPOPS[type(n.ops[0])], node(n.left), node(n.comparators[0]))
+        if isinstance(n, ast.Call):
+            f = n.func.id
+            args = [node(a) for a in n.args]
+            if f in ("exp", "log", "sin", "cos", "tan", "tanh"):
+                return emit("UFUNC1", args[0], fn=_FUSED_UFUNCS.index(f))
+            if f in ("maximum", "minimum"):
+                return emit("UFUNC2", args[0], args[1], fn=_FUSED_UFUNCS.index(f))
+            if f == "clip":
+                lo = emit("UFUNC2", args[0], args[1], fn=_FUSED_UFUNCS.index("maximum"))
+                return emit("UFUNC2", lo, args[2], fn=_FUSED_UFUNCS.index("minimum"))
+            if f == "where":
+                return emit("WHERE", args[0], args[1], args[2])
+            if f in ("sign", "abs", "sqrt"):
+                return emit({"sign": "SIGN", "abs": "FABS", "sqrt": "SQRT"}[f], args[0])
+        raise ValueError(f"cannot fuse {ast.dump(n)}")
+
+    out = node(ast.parse(text, mode="eval").body)
+    return len(inputs), nregs[0], out, tuple(code)
+
+
+def _program_inputs(text, candidates):
+    used = {n.id for n in ast.walk(ast.parse(text, mode="eval")) if isinstance(n, ast.Name)}
+    return [c for c in candidates if c in used]
+
+
+def _render_programs(op):
+    """Module-level _Program objects for a fused row's forward and derivatives."""
+    params = _param_names(op)
+    lines = []
+    fwd_in = _program_inputs(op.forward, list(op.inputs))
+    lines.append(f"cdef _Program _fused_{op.name} = _Program{compile_program(op.forward, fwd_in, params)!r}")
+    for k, g in enumerate(op.grads):
+        ins = _program_inputs(g, ["gy", "y"] + list(op.inputs))
+        lines.append(f"cdef _Program _fused_{op.name}_d{k} = _Program{compile_program(g, ins, params)!r}")
+    return "\n".join(lines) + "\n"
+
+
 def _param_names(op):
     return [p[0] for p in op.params]
 
@@ -171,10 +251,16 @@ def _render_class(op):
     w("")
     # --- NumPy forward (what runs on arrays)
     w(f"    def forward(self, {', '.join(ins)}):")
+    ptuple = "(" + "".join(f"self.{p}, " for p in params) + ")"
     if op.kernel:
         args = ", ".join(list(ins) + [f"self.{p}" for p in params])
         w(f"        return backend.{op.name}({args})")
     else:
+        if op.fused:
+            fin = _program_inputs(op.forward, list(ins))
+            w(f"        r = _fused_eval(_fused_{op.name}, ({''.join(i + ', ' for i in fin)}), {ptuple}, None)")
+            w("        if r is not None:")
+            w("            return r")
         names = {i: i for i in ins}
         names.update({p: f"self.{p}" for p in params})
         w(f"        return {Renderer('numpy', names).render(op.forward)}")
@@ -200,6 +286,16 @@ def _render_class(op):
         names.update({p: f"self.{p}" for p in params})
         names.update(y="y", gy="gy")
         r = Renderer("numpy", names)
+        if op.fused:
+            # The first gradient may go into gy's buffer; the others are fresh.
+            outs = []
+            for k, g in enumerate(op.grads):
+                gin = _program_inputs(g, ["gy", "y"] + list(ins))
+                w(f"        g{k} = _fused_eval(_fused_{op.name}_d{k}, "
+                  f"({''.join(i + ', ' for i in gin)}), {ptuple}, {'buf' if k == 0 else 'None'})")
+                outs.append(f"g{k}")
+            w(f"        if {' and '.join(f'{o} is not None' for o in outs)}:")
+            w(f"            return ({', '.join(outs)},)")
         w(f"        return ({', '.join(r.render(g) for g in op.grads)},)")
     w("")
     # --- the stage-2 protocol: backward on arrays, as a user would write it
@@ -292,6 +388,8 @@ def render_pxi():
     """Return the text of ``_optable.pxi``."""
     parts = ["# Generated from fastgrad/_optable.py by fastgrad/_codegen.py: do not edit.", ""]
     for op in OPS:
+        if op.fused:
+            parts.append(_render_programs(op))
         parts.append(_render_class(op))
         parts.append(_render_function(op))
         if op.reverse:

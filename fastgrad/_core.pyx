@@ -33,7 +33,9 @@ cimport numpy as cnp
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.math cimport pow as c_pow
-from libc.math cimport sqrt as libm_sqrt
+from libc.math cimport sqrt as libm_sqrt, sqrtf
+from libc.string cimport memcpy
+from cython cimport floating
 from libc.stdlib cimport free, malloc, realloc
 
 cnp.import_array()
@@ -75,6 +77,7 @@ cdef object _Block = getattr(backend, "_Block", None)
 
 include "_config.pxi"
 include "_scalar_math.pxi"
+include "_fused.pxi"
 
 
 # ---------------------------------------------------------------- helpers
@@ -605,13 +608,19 @@ cdef inline object _grad_array(_Variable v):
 
 
 cdef inline object _grad_variable(_Variable v):
-    """``v``'s gradient as a full-face Variable (or None), kept as its grad."""
+    """``v``'s gradient as a Variable of its face (or None).
+
+    On the full face the Variable becomes ``v``'s grad (``x.grad is x.grad``);
+    a stage-2 variable keeps its ndarray.
+    """
     g = v._get_grad()
     if g is None or isinstance(g, _Variable):
         return g
-    g = _wrap_data(g, _FullVarClass if _FullVarClass is not None else _VarClass)
-    v._grad = g
-    return g
+    if isinstance(v, _GraphVariable):
+        g = _wrap_data(g, _FullVarClass)
+        v._grad = g
+        return g
+    return _wrap_data(g, _VarClass)
 
 
 # ---------------------------------------------------------------- Function

@@ -20,8 +20,10 @@ Adding an elementwise op is one ``Op(...)`` row here.  ``kernel=True`` routes
 the array path through the compiled kernels of the backend (``fastgrad._ops``
 or its NumPy twin ``fastgrad._reference``), which must then define
 ``<name>(*inputs, *params)`` and, if it exists, ``<name>_backward(gy,
-*inputs, *params, out=None)``; set it only where a benchmark shows the kernel
-beats NumPy.
+*inputs, *params, out=None)``.  ``fused=True`` evaluates the row's own
+formulas in one pass over memory instead of one NumPy pass per operation
+(``fastgrad/_fused.pxi``).  Set either only where a benchmark shows it beats
+NumPy.
 """
 from dataclasses import dataclass
 
@@ -59,6 +61,9 @@ class Op:
         Compute 0-d float64 values in C (bit-identical to NumPy's result).
     kernel : bool
         Use the backend's compiled kernels on arrays (see module docstring).
+    fused : bool
+        Evaluate forward and derivatives on float arrays in one pass over
+        memory (blocks kept in cache), bit-identical to the NumPy path.
     reverse : str, optional
         Name of a swapped-operand function (``rsub(x0, x1) = x1 - x0``).
     doc : str
@@ -71,6 +76,7 @@ class Op:
     params: tuple = ()
     scalar: bool = True
     kernel: bool = False
+    fused: bool = False
     reverse: str = None
     doc: str = ""
 
@@ -102,13 +108,13 @@ OPS = (
        kernel=True, doc="x ** c for a constant exponent c (not a Variable)"),
     Op("exp", "exp(x)", ("gy * y",), doc="e ** x"),
     Op("log", "log(x)", ("gy / x",), doc="natural logarithm of x"),
-    Op("sin", "sin(x)", ("gy * cos(x)",), doc="sine of x"),
-    Op("cos", "cos(x)", ("gy * -sin(x)",), doc="cosine of x"),
-    Op("tan", "tan(x)", ("gy * (1 + y * y)",), doc="tangent of x"),
-    Op("tanh", "tanh(x)", ("gy * (1 - y * y)",), doc="hyperbolic tangent of x"),
-    Op("sqrt", "sqrt(x)", ("gy / (2 * y)",), doc="square root of x"),
+    Op("sin", "sin(x)", ("gy * cos(x)",), fused=True, doc="sine of x"),
+    Op("cos", "cos(x)", ("gy * -sin(x)",), fused=True, doc="cosine of x"),
+    Op("tan", "tan(x)", ("gy * (1 + y * y)",), fused=True, doc="tangent of x"),
+    Op("tanh", "tanh(x)", ("gy * (1 - y * y)",), fused=True, doc="hyperbolic tangent of x"),
+    Op("sqrt", "sqrt(x)", ("gy / (2 * y)",), fused=True, doc="square root of x"),
     Op("abs", "abs(x)", ("gy * sign(x)",), doc="absolute value of x"),
-    Op("sigmoid", "tanh(x * 0.5) * 0.5 + 0.5", ("gy * y * (1 - y)",),
+    Op("sigmoid", "tanh(x * 0.5) * 0.5 + 0.5", ("gy * y * (1 - y)",), fused=True,
        doc="logistic sigmoid 1 / (1 + e ** -x), computed through tanh"),
     Op("relu", "maximum(x, 0.0)", ("gy * (x > 0)",), cls="ReLU",
        doc="max(x, 0)"),

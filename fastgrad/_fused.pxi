@@ -1,0 +1,241 @@
+# Included by _core.pyx: fused evaluation of op-table formulas on arrays.
+#
+# NumPy evaluates ``gy * (1 - y * y)`` in three passes over memory, with two
+# temporaries.  A formula of a row with ``fused=True`` is compiled (by
+# _codegen) into a short register program that runs here over blocks of
+# _BLOCK elements: every intermediate stays in L1 cache, and memory is read
+# and written once.  Each instruction is the IEEE operation NumPy performs,
+# in NumPy's order, or a call to NumPy's own ufunc loop (exp, tanh, ...), so
+# the result is bit-identical to the NumPy path.  Only C-contiguous, aligned,
+# native float32/float64 arrays of one shape and dtype take this path.
+
+cdef enum:
+    _BLOCK = 2048
+    _MAX_REGS = 16
+    _MAX_INSTR = 48
+
+# opcodes (the same numbers _codegen.OPCODES gives)
+cdef enum:
+    I_ADD = 1
+    I_SUB
+    I_MUL
+    I_DIV
+    I_NEG
+    I_GT
+    I_GE
+    I_LT
+    I_LE
+    I_WHERE
+    I_CONST
+    I_PARAM
+    I_UFUNC1
+    I_UFUNC2
+    I_SIGN
+    I_FABS
+    I_SQRT
+
+cdef struct _Instr:
+    int op, dst, a, b, c, fn
+    double value
+
+# NumPy loops, by function number, for float64 [0] and float32 [1]
+cdef enum:
+    _NFUNCS = 9
+cdef _ufunc_loop _loops[_NFUNCS][2]
+cdef void* _loop_data[_NFUNCS][2]
+_FUSED_UFUNCS = ("exp", "log", "sin", "cos", "tan", "tanh", "maximum", "minimum", "power")
+
+
+cdef int _init_loops() except -1:
+    cdef cnp.ufunc uf
+    cdef int i, k, t, nargs
+    cdef char want
+    for i, name in enumerate(_FUSED_UFUNCS):
+        uf = getattr(np, name)
+        nargs = uf.nargs
+        for t in range(2):
+            want = cnp.NPY_DOUBLE if t == 0 else cnp.NPY_FLOAT
+            _loops[i][t] = NULL
+            for k in range(uf.ntypes):
+                if all(uf.types[nargs * k + j] == want for j in range(nargs)):
+                    _loops[i][t] = <_ufunc_loop>uf.functions[k]
+                    _loop_data[i][t] = uf.data[k]
+                    break
+            if _loops[i][t] == NULL:
+                raise ImportError(f"fastgrad: NumPy's {name} has no loop for type {t}")
+    return 0
+
+
+_init_loops()
+
+
+cdef class _Program:
+    """A compiled formula: instructions over registers 0.._nin-1 (inputs)."""
+    cdef _Instr code[_MAX_INSTR]
+    cdef int n, nin, nregs, out
+
+    def __init__(self, int nin, int nregs, int out, tuple code):
+        if len(code) > _MAX_INSTR or nregs > _MAX_REGS:
+            raise ValueError("formula too long for the fused evaluator")
+        if not code or code[len(code) - 1][1] != out or out < nin:
+            raise ValueError("the last instruction must write the result")
+        self.nin = nin
+        self.nregs = nregs
+        self.out = out
+        self.n = len(code)
+        for i, (op, dst, a, b, c, fn, value) in enumerate(code):
+            self.code[i].op = op
+            self.code[i].dst = dst
+            self.code[i].a = a
+            self.code[i].b = b
+            self.code[i].c = c
+            self.code[i].fn = fn
+            self.code[i].value = value
+
+
+cdef void _run_block(_Program prog, floating** reg, Py_ssize_t m, const double* params,
+                     int t) noexcept nogil:
+    cdef int k
+    cdef Py_ssize_t i
+    cdef _Instr* ins
+    cdef floating* d
+    cdef floating* a
+    cdef floating* b
+    cdef floating* c
+    cdef floating v
+    cdef char* args[3]
+    cdef cnp.npy_intp n = m
+    cdef cnp.npy_intp steps[3]
+    steps[0] = steps[1] = steps[2] = sizeof(floating)
+    for k in range(prog.n):
+        ins = &prog.code[k]
+        d = reg[ins.dst]
+        a = reg[ins.a]
+        b = reg[ins.b]
+        c = reg[ins.c]
+        if ins.op == I_ADD:
+            for i in range(m):
+                d[i] = a[i] + b[i]
+        elif ins.op == I_SUB:
+            for i in range(m):
+                d[i] = a[i] - b[i]
+        elif ins.op == I_MUL:
+            for i in range(m):
+                d[i] = a[i] * b[i]
+        elif ins.op == I_DIV:
+            for i in range(m):
+                d[i] = a[i] / b[i]
+        elif ins.op == I_NEG:
+            for i in range(m):
+                d[i] = -a[i]
+        elif ins.op == I_GT:
+            for i in range(m):
+                d[i] = 1 if a[i] > b[i] else 0
+        elif ins.op == I_GE:
+            for i in range(m):
+                d[i] = 1 if a[i] >= b[i] else 0
+        elif ins.op == I_LT:
+            for i in range(m):
+                d[i] = 1 if a[i] < b[i] else 0
+        elif ins.op == I_LE:
+            for i in range(m):
+                d[i] = 1 if a[i] <= b[i] else 0
+        elif ins.op == I_WHERE:
+            for i in range(m):
+                d[i] = b[i] if a[i] != 0 else c[i]
+        elif ins.op == I_CONST or ins.op == I_PARAM:
+            v = <floating>(ins.value if ins.op == I_CONST else params[ins.fn])
+            for i in range(m):
+                d[i] = v
+        elif ins.op == I_SIGN:
+            for i in range(m):
+                d[i] = 1 if a[i] > 0 else (-1 if a[i] < 0 else a[i])
+        elif ins.op == I_FABS:
+            for i in range(m):
+                d[i] = <floating>fabs(a[i])
+        elif ins.op == I_SQRT:
+            for i in range(m):
+                d[i] = (sqrtf(a[i]) if floating is float else libm_sqrt(a[i]))
+        elif ins.op == I_UFUNC1:
+            args[0] = <char*>a
+            args[1] = <char*>d
+            _loops[ins.fn][t](args, &n, steps, _loop_data[ins.fn][t])
+        elif ins.op == I_UFUNC2:
+            args[0] = <char*>a
+            args[1] = <char*>b
+            args[2] = <char*>d
+            _loops[ins.fn][t](args, &n, steps, _loop_data[ins.fn][t])
+
+
+cdef void _run(_Program prog, floating** ins, floating* out, Py_ssize_t size,
+               const double* params, int t, floating* scratch) noexcept nogil:
+    # Inputs are read in place and the last instruction writes ``out``
+    # directly; only intermediates live in the cache-sized scratch blocks.
+    # ``out`` may be an input: only the last instruction writes it, element
+    # by element after reading the same element.
+    cdef Py_ssize_t start = 0, m
+    cdef int r
+    cdef floating* reg[_MAX_REGS]
+    for r in range(prog.nin, prog.nregs):
+        reg[r] = scratch + r * _BLOCK
+    while start < size:
+        m = size - start
+        if m > _BLOCK:
+            m = _BLOCK
+        for r in range(prog.nin):
+            reg[r] = ins[r] + start
+        reg[prog.out] = out + start
+        _run_block(prog, reg, m, params, t)
+        start += m
+
+
+cdef inline bint _fusable(object a, int typenum, cnp.ndarray like) noexcept:
+    if type(a) is not _ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            and cnp.PyArray_ISALIGNED(arr) and cnp.PyArray_ISNOTSWAPPED(arr)
+            and cnp.PyArray_SAMESHAPE(arr, like))
+
+
+cdef object _fused_eval(_Program prog, tuple arrays, tuple params, object out):
+    """Evaluate ``prog`` on ``arrays``; None if they cannot take this path.
+
+    ``out`` (may be None) receives the result when it fits.
+    """
+    if _pure or not arrays:
+        return None
+    first = arrays[0]
+    if type(first) is not _ndarray:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>first)
+    if typenum != cnp.NPY_DOUBLE and typenum != cnp.NPY_FLOAT:
+        return None
+    for a in arrays:
+        if not _fusable(a, typenum, <cnp.ndarray>first):
+            return None
+    cdef double p[4]
+    cdef Py_ssize_t i
+    if len(params) > 4:
+        return None
+    for i in range(len(params)):
+        if not _c_number(params[i], &p[i]):
+            return None
+    if out is None or not (_fusable(out, typenum, <cnp.ndarray>first)
+                           and cnp.PyArray_ISWRITEABLE(out)):
+        out = np.empty_like(first)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>first)
+    cdef void* ptrs[_MAX_REGS]
+    for i in range(prog.nin):
+        ptrs[i] = cnp.PyArray_DATA(<cnp.ndarray>arrays[i])
+    cdef void* o = cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef void* regs = malloc(prog.nregs * _BLOCK * sizeof(double))
+    if regs == NULL:
+        raise MemoryError()
+    with nogil:
+        if typenum == cnp.NPY_DOUBLE:
+            _run(prog, <double**>ptrs, <double*>o, size, p, 0, <double*>regs)
+        else:
+            _run(prog, <float**>ptrs, <float*>o, size, p, 1, <float*>regs)
+    free(regs)
+    return out
