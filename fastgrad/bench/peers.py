@@ -150,6 +150,9 @@ class Peer:
 
     kind = "tape"
     capabilities = ("user_function",)
+    # The first call of a new shape compiles (jax: every primitive, seconds):
+    # a slow checking iteration says nothing about the warm ones.
+    cold_start = False
 
     def __init__(self, name):
         self.name = name
@@ -351,6 +354,7 @@ class Autograd(Peer):
 class Jax(Peer):
     kind = "functional"
     capabilities = ("user_function", "grad2")
+    cold_start = True
 
     def __init__(self, name):
         super().__init__(name)
