@@ -569,6 +569,11 @@ def _register_full_face(cls):
     _FullVarClass = cls
 
 
+cdef inline object _full_class():
+    # The full face's Variable once fastgrad.dezero is imported.
+    return _FullVarClass if _FullVarClass is not None else _VarClass
+
+
 cdef inline object _face_of(object v):
     # Outputs take the face of their first Variable input: plain Variables,
     # whatever subclass (Parameter) the input is.
@@ -1175,7 +1180,7 @@ cdef list _output_grads(Function f, bint as_variables):
             else:
                 shape, dtype = f._meta[i]
                 zeros = np.zeros(shape, dtype)
-            gys[i] = _wrap_data(zeros, _FullVarClass) if as_variables else zeros
+            gys[i] = _wrap_data(zeros, _full_class()) if as_variables else zeros
     return gys
 
 
@@ -1354,7 +1359,7 @@ cdef int _deliver_graph(_Variable x, object gx) except -1:
     if x._const:
         return 0
     if not isinstance(gx, _Variable):
-        gx = _wrap_data(np.asarray(gx), _FullVarClass)
+        gx = _wrap_data(np.asarray(gx), _full_class())
     data = x._get_data()
     if data is not None and (<_Variable>gx).shape != data.shape:
         gshape = (<_Variable>gx).shape

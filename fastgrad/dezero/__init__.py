@@ -19,5 +19,14 @@ from fastgrad.dezero.core import (  # noqa: E402
 )
 
 
+from fastgrad.dezero.datasets import Dataset  # noqa: E402
+from fastgrad.dezero.dataloaders import DataLoader, SeqDataLoader  # noqa: E402
+
+import fastgrad.dezero.dataloaders  # noqa: E402,F401
+import fastgrad.dezero.datasets  # noqa: E402,F401
+import fastgrad.dezero.functions  # noqa: E402,F401
+import fastgrad.dezero.optimizers  # noqa: E402,F401
+import fastgrad.dezero.transforms  # noqa: E402,F401
+
 setup_variable()
 __version__ = "0.0.13"
