@@ -14,6 +14,7 @@ interface, served by a child running ``python -m fastgrad.bench _worker``.
 """
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -395,10 +396,10 @@ class Budget:
 def _ready(r, info, settings):
     """After a passed check: a single warm sample for a peer too slow to
     repeat (returns False), else the loop count of its repeats."""
-    first = info.pop("first")
+    first, cold = info.pop("first"), info.pop("cold_start", False)
     # The check paid one-off costs (thread pools, compiles): still too long?
-    if settings.max_time < _busy(first) and (info.pop("cold_start", False) or _busy(first)
-                                             < max(3 * settings.max_time, 2.0)):
+    if settings.max_time < _busy(first) < (math.inf if cold else
+                                           max(3 * settings.max_time, 2.0)):
         first = r.repeat(1)
     if _busy(first) > settings.max_time:
         # One honest sample instead of minutes of waiting; not interleaved.
