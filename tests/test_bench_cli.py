@@ -353,3 +353,26 @@ def test_a_suite_fastgrad_cannot_run_is_shown_as_skip(monkeypatch):
     assert "no_such_function" in reason
     doc = {"suites": {"lstsq": {"status": "skipped", "reason": reason}}, "results": []}
     assert f"SKIP: {reason}" in report.suite_table(doc, "lstsq")
+
+
+def test_a_slow_first_call_is_retried_warm_before_a_single_sample():
+    class Cold(FakeRunner):
+        def open(self):
+            info = super().open()
+            info.update(first={"fwd": 50.0, "total": 50.0}, cold_start=self.name == "jax")
+            return info
+    log = []
+
+    def runner(suite, case, name):
+        r = Cold(log, [1e-3] * 10)
+        r.name = name
+        return r
+    suite = SUITES["overhead"]
+    rec = measure.run_case(suite, suite.cases("quick")[0], ["fastgrad", "torch", "jax"],
+                           SETTINGS, runner=runner)
+    # torch's 50 s check is past the retry bound: one sample; jax compiles on
+    # first call, so it is retried, found fast, and timed in the rounds.
+    assert rec["peers"]["torch"]["single"] is True
+    assert rec["peers"]["torch"]["phases"]["total"]["samples"] == [50.0]
+    assert rec["peers"]["jax"]["single"] is False
+    assert [n for w, n in log if w == "repeat"].count("jax") == 1 + SETTINGS.rounds

@@ -27,7 +27,7 @@ PEER_INFO = {
                "pip install dezero==0.0.13 matplotlib"),
     "dezero-full": ("DeZero 0.0.13 dezero.core + dezero.functions (grads are "
                     "Variables)", "dezero", "pip install dezero==0.0.13 matplotlib"),
-    "torch": ("PyTorch, CPU, default threads", "torch",
+    "torch": ("PyTorch, CPU, one thread", "torch",
               "pip install torch --index-url https://download.pytorch.org/whl/cpu"),
     "autograd": ("HIPS autograd", "autograd", "pip install autograd"),
     "jax": ("JAX eager, float64 on CPU: jax.vjp on every call", "jax",
@@ -248,6 +248,10 @@ class Torch(Peer):
     def __init__(self, name):
         super().__init__(name)
         torch, tF = _imports(name, "torch", "torch.nn.functional")
+        # One thread, like NumPy and fastgrad's kernels: with its default two,
+        # each op waits at a thread barrier for a core another process holds
+        # (lstsq N=1e4 on the shared 2-core machine: 26 ms instead of 0.17).
+        torch.set_num_threads(1)
         self.torch = torch
         self.F = types.SimpleNamespace(
             **{n: getattr(torch, n) for n in ELEMENTWISE}, matmul=torch.matmul,
