@@ -1,7 +1,8 @@
-"""fastgrad-bench: benchmark fastgrad against its peers.
+"""fastgrad-bench: fastgrad against its peers, interleaved, results checked.
 
-Run ``python -m fastgrad.bench --help`` (or the ``fastgrad-bench`` console
-script).  Only NumPy is required; every peer and matplotlib are optional.
+``python -m fastgrad.bench --help`` (or the ``fastgrad-bench`` script).
+Only NumPy is required; every peer is optional and skipped, with its pip
+command, when it is missing.
 """
 
 

@@ -1,346 +1,273 @@
-"""Command line: ``fastgrad-bench [options]`` and ``fastgrad-bench compare``."""
+"""``fastgrad-bench [SUITE ...] [options]``, ``compare A.json B.json``,
+``show RUN.json``."""
 import argparse
 import gc
 import os
 import sys
 import time
 
-from . import compare as compare_mod
-from . import kernels, memsuite, report, runner, targets
-from .peers import PEERS, PeerUnavailable, load
-from .timing import Settings, is_noisy
+from . import measure, report, targets
+from . import peers as P
+from .measure import Settings
+from .suites import SUITES
 
-SUITE_ORDER = ("overhead", "scaling", "kernels", "memory")
-DEFAULT_SUITES = SUITE_ORDER
-TIER_SETTINGS = {
-    # tier: (target seconds per repeat, repeats, --max-time seconds per iteration)
-    "quick": (0.02, 3, 0.25),
-    "default": (0.1, 5, 1.0),
-    "full": (0.2, 7, 10.0),
+TIERS = {
+    "quick": Settings(target=0.01, rounds=3, max_time=0.25),
+    "default": Settings(target=0.05, rounds=5, max_time=1.0),
+    "full": Settings(target=0.2, rounds=7, max_time=10.0),
 }
 
 
-def _sizes(text):
-    """Parse '1e6,1e7' or '1000000' into a list of positive ints."""
-    out = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
+def _peer_help():
+    lines = ["peers (table columns, in this order):"]
+    for name, (what, module, pip) in P.PEER_INFO.items():
+        state = "installed" if P.installed(name) else f"NOT INSTALLED: {pip}"
+        lines.append(f"  {name:14s} {what}\n  {'':14s} needs {module} ({state})")
+    return "\n".join(lines)
+
+
+def _positive(kind):
+    def parse(text):
         try:
-            value = float(part)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a size: {part!r}") from None
-        if value < 1 or value != int(value):
-            raise argparse.ArgumentTypeError(f"sizes must be positive integers: {part!r}")
-        out.append(int(value))
-    if not out:
-        raise argparse.ArgumentTypeError("empty size list")
-    return out
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+        return value
+    return parse
 
 
-def _peers(text):
+def _peer_list(text):
     names = [p for p in text.split(",") if p]
-    bad = [p for p in names if p not in PEERS]
-    if bad:
+    bad = [p for p in names if p not in P.PEER_INFO]
+    if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown peer(s) {', '.join(bad)}; choose from {', '.join(PEERS)}")
+            f"unknown peer(s) {', '.join(bad) or text!r}; choose from {', '.join(P.PEERS)}")
     return names
 
 
-def _positive(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
-
-
-def _positive_int(text):
-    value = _positive(text)
-    if value != int(value):
-        raise argparse.ArgumentTypeError(f"must be an integer: {text!r}")
-    return int(value)
-
-
-def build_run_parser():
-    """Parser of the main (run) command."""
+def run_parser():
     p = argparse.ArgumentParser(
-        prog="fastgrad-bench",
-        description="Benchmark fastgrad against NumPy, DeZero (stage 2), PyTorch, "
-                    "autograd and fastgrad's pure-Python mode, in one sitting.",
-        epilog="Compare two recorded runs: fastgrad-bench compare A.json B.json; "
-               "print a recorded run again: fastgrad-bench show RUN.json (each has "
-               "--help).  Exit codes: 0 ok, 1 failed "
-               "correctness check or crashed peer, 2 bad arguments.",)
-    p.add_argument("--suite", action="append", choices=SUITE_ORDER, metavar="NAME",
-                   help=f"suite to run, repeatable; one of {', '.join(SUITE_ORDER)} "
-                        "(default: all)")
-    p.add_argument("--filter", action="append", metavar="SUBSTR",
-                   help="only cases whose label (e.g. 'kernels mul float64 1e6') "
-                        "contains SUBSTR; repeatable (any may match)")
-    p.add_argument("--sizes", type=_sizes, metavar="LIST",
-                   help="kernel array sizes, e.g. 1e6,1e7 (default 1e6,1e7; quick 1e5)")
-    p.add_argument("--ns", type=_sizes, metavar="LIST",
-                   help="scaling graph sizes N (default 1e2,1e3,1e4,1e5; quick 1e2,1e3)")
-    p.add_argument("--peers", type=_peers, metavar="LIST",
-                   help=f"comma-separated peers to include (default all: {','.join(PEERS)})")
+        prog="fastgrad-bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Time fastgrad against its peers, interleaved, after checking "
+                    "every peer's results against a reference.  Tables go to "
+                    "stdout, progress to stderr.",
+        epilog=_peer_help() + "\n\nother commands:\n"
+        "  fastgrad-bench compare A.json B.json   cell by cell, B against A\n"
+        "  fastgrad-bench show RUN.json           print a recorded run again\n\n"
+        "exit codes: 0 ok; 1 a peer gave wrong results or crashed; 2 bad arguments")
+    p.add_argument("suites", nargs="*", metavar="SUITE",
+                   help=f"suites to run (default all): {', '.join(SUITES)}")
     tier = p.add_mutually_exclusive_group()
     tier.add_argument("--quick", action="store_true",
-                      help="small sizes, fewer repeats: under 30 s")
+                      help="small sizes, 3 rounds of 10 ms: about a minute")
     tier.add_argument("--full", action="store_true",
-                      help="more repeats, larger budgets, adds the 10^6-op deep chain")
-    p.add_argument("--repeats", type=_positive_int, help="timed repeats per cell "
-                   "(default 5; quick 3)")
-    p.add_argument("--target", type=_positive, metavar="SECONDS",
-                   help="aimed duration of one repeat (default 0.1; quick 0.02; full 0.2)")
-    p.add_argument("--max-time", type=_positive, metavar="SECONDS",
-                   help="time budget of one iteration: a cell whose warm-up "
-                        "iteration exceeds it keeps that single sample, and scaling "
-                        "cells predicted to exceed 5x it are skipped (default 1; "
-                        "quick 0.25; full 10)")
-    p.add_argument("--noise", type=_positive, default=0.10, metavar="FRACTION",
-                   help="flag cells whose IQR/median exceeds this (default 0.1)")
+                      help="every kernel/unary cell at 1e6 and 1e7, the 1e6-op chain, "
+                           "7 rounds of 0.2 s, 10 s per iteration allowed")
+    p.add_argument("--peers", type=_peer_list, metavar="LIST",
+                   help="comma-separated peers (default: all)")
+    p.add_argument("--filter", action="append", metavar="SUBSTR",
+                   help="only cases whose label (e.g. 'kernels mul float64 1e6') "
+                        "contains SUBSTR; repeatable")
+    p.add_argument("--rounds", type=_positive(int), help="interleaved rounds (default 5)")
+    p.add_argument("--target", type=_positive(float), metavar="SECONDS",
+                   help="length of one repeat (default 0.05)")
+    p.add_argument("--max-time", type=_positive(float), metavar="SECONDS",
+                   help="an iteration longer than this is timed once, not interleaved "
+                        "(marked *); scaling cells predicted over 5x it are skipped "
+                        "(default 1)")
+    p.add_argument("--times", action="store_true",
+                   help="tables of every peer's median time instead of ratios")
     p.add_argument("--json", metavar="PATH", help="write raw timings and metadata here")
-    p.add_argument("--plot", metavar="DIR", help="write PNG charts here (needs matplotlib)")
     return p
 
 
-def build_compare_parser():
-    """Parser of ``fastgrad-bench compare``."""
+def compare_parser():
     p = argparse.ArgumentParser(
         prog="fastgrad-bench compare",
-        description="Compare two --json results files cell by cell: B against A is "
-                    "'faster'/'slower' when the interquartile ranges do not overlap and "
-                    "the ratio exceeds --factor, else 'not significant'.",)
-    p.add_argument("a", metavar="A.json", help="baseline run")
-    p.add_argument("b", metavar="B.json", help="new run")
-    p.add_argument("--factor", type=_positive, default=1.05,
+        description="Compare two --json runs cell by cell: B is faster/slower than A "
+                    "when the interquartile ranges of their rounds do not overlap and "
+                    "the ratio exceeds --factor, else 'not significant'.")
+    p.add_argument("a", metavar="A.json")
+    p.add_argument("b", metavar="B.json")
+    p.add_argument("--factor", type=_positive(float), default=1.05,
                    help="smallest ratio reported as a change (default 1.05)")
-    p.add_argument("--peer", help="only rows of this peer (e.g. fastgrad)")
-    p.add_argument("--phase", choices=("fwd", "bwd", "del", "total"),
-                   help="only this phase (total = sum of the timed phases)")
+    p.add_argument("--peer", help="only this peer's cells")
+    p.add_argument("--phase", help="only this phase (fwd, bwd, del, total, ...)")
+    return p
+
+
+def show_parser():
+    p = argparse.ArgumentParser(prog="fastgrad-bench show",
+                                description="Print the tables of a recorded --json run.")
+    p.add_argument("path", metavar="RUN.json")
+    p.add_argument("--times", action="store_true", help="median times instead of ratios")
     return p
 
 
 def parse_run_args(argv):
-    """Parse and normalise run options (tier and measurement settings)."""
-    args = build_run_parser().parse_args(argv)
-    args.tier = "quick" if args.quick else ("full" if args.full else "default")
-    target, repeats, max_time = TIER_SETTINGS[args.tier]
-    args.settings = Settings(target=args.target or target,
-                             repeats=args.repeats or repeats,
-                             noise_threshold=args.noise)
-    args.max_time = args.max_time or max_time
-    args.suites = [s for s in SUITE_ORDER if s in (args.suite or DEFAULT_SUITES)]
-    if args.filter and not args.suite and not any(
-            "memory" in f or f in "memory" for f in args.filter):
-        # A --filter aimed at timing cases should not pay for the memory suite.
-        args.suites.remove("memory")
-    args.peer_list = args.peers or list(PEERS)
+    parser = run_parser()
+    args = parser.parse_args(argv)
+    bad = [s for s in args.suites if s not in SUITES]
+    if bad:
+        parser.error(f"unknown suite(s) {', '.join(bad)}; choose from {', '.join(SUITES)}")
+    args.tier = "quick" if args.quick else "full" if args.full else "default"
+    base = TIERS[args.tier]
+    args.settings = Settings(target=args.target or base.target,
+                             rounds=args.rounds or base.rounds,
+                             max_time=args.max_time or base.max_time)
+    args.suites = [s for s in SUITES if s in (args.suites or SUITES)]
+    args.peer_list = args.peers or list(P.PEERS)
     return args
 
 
-def _matches(label, filters):
-    return not filters or any(f in label for f in filters)
+def _log(text):
+    print(text, file=sys.stderr, flush=True)
 
 
-def _availability(peers):
-    """{peer: (available, reason)}; importing now also keeps import time out
-    of the first measurement."""
-    out = {}
-    for peer in peers:
-        name = "fastgrad" if peer == "fastgrad-pure" else peer
-        try:
-            load(name)
-            out[peer] = (True, None)
-        except PeerUnavailable as exc:
-            out[peer] = (False, str(exc))
-    return out
+def _suite_refusal(suite):
+    """A suite is measured against fastgrad: without fastgrad's part of it
+    there is nothing to run."""
+    try:
+        missing = P.get(P.REFERENCE, suite.full).missing(suite.needs)
+    except P.Unavailable as exc:
+        return str(exc)
+    return f"this fastgrad has no {', '.join(missing)}" if missing else None
 
 
-def _freeze_heap():
-    """Move the objects of all imported modules (torch alone brings ~10^5)
-    out of the collector's reach: each gc.collect() between repeats then
-    costs microseconds instead of ~0.2 s, and timings are unaffected."""
-    gc.collect()
-    gc.freeze()
+def _memory(case):
+    size, depth = case.params["size"], case.params["depth"]
+    info = {"status": "ok", "reason": None, "size": size, "depth": depth, "rows": []}
+    try:
+        from fastgrad.memory import collect
+        info["rows"] = [dict(r) for r in collect(size, depth)]
+    except ImportError as exc:
+        info.update(status="skipped", reason=f"fastgrad.memory.collect unavailable ({exc})")
+    except Exception as exc:  # the memory tool's crash is this run's failure
+        info.update(status="failed", reason=f"fastgrad.memory.collect: {exc!r}")
+    return info
 
 
 def run(argv):
-    """The benchmark run; returns the exit code."""
     args = parse_run_args(argv)
-    if args.plot and not __import__("fastgrad.bench.plot", fromlist=["x"]).have_matplotlib():
-        print("fastgrad-bench: error: --plot needs matplotlib, which is not installed "
-              "(pip install matplotlib)", file=sys.stderr)
-        return 2
     started = time.time()
-    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
-    available = _availability(args.peer_list)
-    # Read now, not at the end: the in-place build may be replaced mid-run.
+    names = [n for n in args.peer_list]
+    status = {}
+    for name in names:
+        details = {}
+        reason = None if P.installed(name) else f"not installed: {P.PEER_INFO[name][2]}"
+        if reason is None and name not in P.SUBPROCESS:
+            try:  # import now: import time stays out of the first timing
+                details = P.get(name).versions
+            except P.Unavailable as exc:
+                reason = str(exc)
+        status[name] = {"available": reason is None, "reason": reason,
+                        "version": P.version(name), "details": details}
+        if reason:
+            _log(f"peer {name}: skipped ({reason})")
     build = report.fastgrad_build()
-    _freeze_heap()
-    for peer, (ok, reason) in available.items():
-        if not ok:
-            print(f"peer {peer}: skipped ({reason})", file=sys.stderr)
+    # The imported modules' objects (torch, jax: ~10^5) out of the collector's
+    # reach: gc.collect() between repeats then costs microseconds.
+    gc.collect()
+    gc.freeze()
 
-    selected = {}
+    doc = {"schema": report.SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "command": ["fastgrad-bench"] + list(argv), "tier": args.tier,
+           "settings": vars(args.settings), "suites": {}, "results": [], "memory": None}
+    plan = []
     for name in args.suites:
-        if name == "memory":
-            continue
-        cases = runner.SUITES[name].cases(args)
-        selected[name] = [c for c in cases if _matches(c.label, args.filter)]
-    total = sum(len([p for p in c.peers if p in args.peer_list])
-                for cases in selected.values() for c in cases)
-    total += "memory" in args.suites
-    progress = runner.Progress(total)
-
-    doc = {"schema": report.SCHEMA, "created": runner.timestamp(),
-           "command": ["fastgrad-bench"] + list(argv if argv is not None else []),
-           "tier": args.tier, "settings": dict(args.settings.__dict__,
-                                               max_time=args.max_time),
-           "results": [], "exponents": [], "stream_ceiling": None, "memory": None,
-           "targets": []}
-    index = 0
-    for name in args.suites:
-        if name == "memory":
-            progress.line(index, "memory fastgrad.memory.collect")
-            ok_peers = [p for p, (ok, _) in available.items() if ok]
-            doc["memory"] = memsuite.run(args, ok_peers)
-            index += 1
-            print(report.memory_table(doc["memory"]) + "\n", flush=True)
-            continue
-        cases = selected[name]
+        suite = SUITES[name]
+        cases = [c for c in suite.cases(args.tier)
+                 if not args.filter or any(f in c.label for f in args.filter)]
         if not cases:
             continue
-        if name == "kernels":
-            size = max(max(c.params["size"] for c in cases), 10_000_000)
-            progress.line(index, f"kernels STREAM ceiling N={size:g}")
-            doc["stream_ceiling"] = kernels.stream_ceiling(size, args.settings)
-        records, index = runner.run_cases(cases, args.peer_list, args.settings,
-                                          args.max_time, progress, index)
-        doc["results"].extend(records)
-        if name == "overhead":
-            table = report.overhead_table(records, args.noise)
-        elif name == "scaling":
-            exps = runner.growth_exponents(records)
-            doc["exponents"] = exps
-            table = report.scaling_table(records, args.noise, exps)
-        else:
-            table = report.kernels_tables(records, args.noise, doc["stream_ceiling"])
-        skips = report.skipped_lines(records)
-        if skips:
-            table += "\n" + "\n".join(skips)
-        print(table + "\n", flush=True)
+        why = None if name == "memory" else _suite_refusal(suite)
+        doc["suites"][name] = {"status": "skipped" if why else "ok", "reason": why}
+        plan.append((suite, [] if why else cases))
+    total = max(1, sum(len(c) for _, c in plan))
+    workers, done = {}, 0
 
+    def runner(suite, case, name):
+        if name in P.SUBPROCESS:
+            if name not in workers:
+                workers[name] = measure.Worker(P.SUBPROCESS[name])
+            return measure.Remote(workers[name], suite, case, name)
+        return measure.Local(suite, case, name)
+
+    budget = measure.Budget(args.settings)
+    try:
+        for suite, cases in plan:
+            for case in cases:
+                _log(f"[{100 * done // total:3d}%] {case.label}")
+                done += 1
+                if suite.name == "memory":
+                    doc["memory"] = _memory(case)
+                    continue
+                live = [n for n in names if status[n]["available"]]
+                rec = measure.run_case(suite, case, live, args.settings, budget,
+                                       runner, _log)
+                for n in names:
+                    if not status[n]["available"]:
+                        rec["peers"][n] = {"status": "skipped", "reason": status[n]["reason"]}
+                doc["results"].append(rec)
+            if suite.name == "memory":
+                print(report.memory_table(doc["memory"]) + "\n", flush=True)
+                continue
+            text = report.suite_table(doc, suite.name, args.times)
+            if suite.name == "scaling":
+                text += "\n" + report.exponent_lines(report.exponents(doc))
+            print(text.rstrip() + "\n", flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+        gc.unfreeze()
+
+    doc["targets"] = targets.evaluate(doc)
     if doc["results"]:
-        doc["targets"] = targets.evaluate(doc["results"], doc["exponents"],
-                                          doc["stream_ceiling"])
-        print(targets.format_targets(doc["targets"]) + "\n", flush=True)
-
-    doc["machine"] = report.machine_metadata(report.peer_versions(available))
-    doc["machine"]["fastgrad_PURE_in_parent"] = runner._engine_pure_flag()
-    doc["machine"]["loadavg_start"] = load_start  # a busy machine explains noise
-    doc["machine"]["fastgrad_build"] = build
+        print(targets.format_targets(doc["targets"]), flush=True)
+    doc["machine"] = dict(report.machine(status), fastgrad_build=build)
     doc["elapsed_seconds"] = time.time() - started
-    noisy = [f"{r['label']} {r['peer']} {ph}" for r in doc["results"]
-             if r["status"] == "ok" for ph, st in r["stats"]["phases"].items()
-             if is_noisy(st, args.noise)]
-    if noisy:
-        print(f"warning: {len(noisy)} noisy measurement(s) (IQR/median > "
-              f"{args.noise:.0%}), e.g. {noisy[0]}; the machine may be busy",
-              file=sys.stderr)
     if args.json:
         report.write_json(args.json, doc)
-        print(f"wrote {args.json}", file=sys.stderr)
-    if args.plot:
-        from .plot import write_plots
-        for path in write_plots(doc, args.plot):
-            print(f"wrote {path}", file=sys.stderr)
-    print(f"done in {doc['elapsed_seconds']:.0f} s", file=sys.stderr)
-
-    failed = [r for r in doc["results"] if r["status"] == "failed"]
+        _log(f"wrote {args.json}")
+    _log(f"done in {doc['elapsed_seconds']:.0f} s")
+    failed = [f"{r['label']} {p}: {i['reason']}" for r in doc["results"]
+              for p, i in r["peers"].items() if i["status"] == "failed"]
     if doc["memory"] and doc["memory"]["status"] == "failed":
-        failed.append({"label": "memory", "peer": "fastgrad.memory",
-                       "reason": doc["memory"]["reason"]})
-    for r in failed:
-        print(f"FAILED: {r['label']} {r['peer']}: {r['reason']}", file=sys.stderr)
-    if failed:
-        first = failed[0]
-        print(f"fastgrad-bench: {len(failed)} cell(s) failed; first: {first['label']} "
-              f"{first['peer']}: {first['reason']}", file=sys.stderr)
-        return 1
-    return 0
+        failed.append(doc["memory"]["reason"])
+    for line in failed:
+        _log(f"FAILED: {line}")
+    return 1 if failed else 0
 
 
-def compare(argv):
-    """``fastgrad-bench compare``; returns the exit code."""
-    args = build_compare_parser().parse_args(argv)
+def _load(path, prog):
     try:
-        doc_a = compare_mod.load(args.a)
-        doc_b = compare_mod.load(args.b)
+        return report.load(path)
     except (OSError, ValueError) as exc:
-        print(f"fastgrad-bench compare: error: {exc}", file=sys.stderr)
-        return 2
-    rows, gm = compare_mod.compare(doc_a, doc_b, args.factor, args.peer, args.phase)
-    print(compare_mod.format_compare(rows, gm))
-    return 0
-
-
-def build_show_parser():
-    """Parser of ``fastgrad-bench show``."""
-    p = argparse.ArgumentParser(
-        prog="fastgrad-bench show",
-        description="Print the tables (and targets) of a recorded --json run again.")
-    p.add_argument("path", metavar="RUN.json")
-    p.add_argument("--noise", type=_positive, default=0.10, metavar="FRACTION",
-                   help="flag cells whose IQR/median exceeds this (default 0.1)")
-    return p
-
-
-def show(argv):
-    """``fastgrad-bench show``: re-render a recorded run; returns the exit code."""
-    args = build_show_parser().parse_args(argv)
-    try:
-        doc = compare_mod.load(args.path)
-    except (OSError, ValueError) as exc:
-        print(f"fastgrad-bench show: error: {exc}", file=sys.stderr)
-        return 2
-    print(render_document(doc, args.noise))
-    return 0
-
-
-def render_document(doc, noise):
-    """All tables of a results document, as the run printed them."""
-    records = doc["results"]
-    exps = runner.growth_exponents(records)
-    blocks = [report.overhead_table(records, noise),
-              report.scaling_table(records, noise, exps),
-              report.kernels_tables(records, noise, doc.get("stream_ceiling")),
-              report.memory_table(doc.get("memory"))]
-    for i, suite in enumerate(("overhead", "scaling", "kernels")):
-        skips = report.skipped_lines([r for r in records if r["suite"] == suite])
-        if blocks[i] and skips:
-            blocks[i] += "\n" + "\n".join(skips)
-    if records:
-        blocks.append(targets.format_targets(
-            targets.evaluate(records, exps, doc.get("stream_ceiling"))))
-    return "\n\n".join(b for b in blocks if b)
+        print(f"fastgrad-bench {prog}: error: {exc}", file=sys.stderr)
+        return None
 
 
 def main(argv=None):
-    """Console entry point: ``fastgrad-bench [run] ...``, ``compare A B``,
-    ``show RUN``."""
-    if argv is None:
-        argv = sys.argv[1:]
-    argv = list(argv)
-    if argv and argv[0] == "compare":
-        return compare(argv[1:])
-    if argv and argv[0] == "show":
-        return show(argv[1:])
-    if argv and argv[0] == "_worker":  # internal: the fastgrad-pure child process
-        return runner.worker_main()
-    if argv and argv[0] == "run":
-        argv = argv[1:]
+    """Console entry point; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = argv[0] if argv else None
+    if cmd == "_worker":  # internal: the child process of a subprocess peer
+        return measure.worker_main()
+    if cmd == "compare":
+        args = compare_parser().parse_args(argv[1:])
+        a, b = _load(args.a, cmd), _load(args.b, cmd)
+        if a is None or b is None:
+            return 2
+        print(report.format_compare(*report.compare(a, b, args.factor, args.peer,
+                                                    args.phase)))
+        return 0
+    if cmd == "show":
+        args = show_parser().parse_args(argv[1:])
+        doc = _load(args.path, cmd)
+        if doc is None:
+            return 2
+        print(report.render_document(doc, args.times))
+        return 0
     return run(argv)

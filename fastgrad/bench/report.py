@@ -1,5 +1,6 @@
-"""Machine metadata, text tables and the JSON document."""
+"""Tables, machine metadata, the JSON document, ``compare`` and ``show``."""
 import json
+import math
 import os
 import platform
 import subprocess
@@ -8,345 +9,350 @@ import time
 
 import numpy as np
 
-from .cases import fmt_n
-from .peers import PEERS, REFERENCE, version
-from .timing import is_noisy
+from . import peers as P
+from .measure import summary
+from .suites import SUITES, fmt_n
 
-SCHEMA = "fastgrad-bench/1"
+SCHEMA = "fastgrad-bench/2"
 UNITS = (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9))
-ENV_PREFIXES = ("MALLOC_", "FASTGRAD_", "OMP_", "MKL_", "OPENBLAS_", "PYTHONMALLOC",
-                "LD_PRELOAD", "GLIBC_TUNABLES", "JEMALLOC", "TCMALLOC")
+ENV_PREFIXES = ("MALLOC_", "FASTGRAD_", "OMP_", "MKL_", "OPENBLAS_", "XLA_", "JAX_",
+                "PYTHONMALLOC", "LD_PRELOAD")
 
 
-def _cpu_model():
+# ---------------------------------------------------------------------------
+# machine metadata
+# ---------------------------------------------------------------------------
+def _proc(path, key):
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _mem_total():
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _blas_info():
-    try:
-        cfg = np.show_config(mode="dicts")
-        deps = cfg.get("Build Dependencies", {})
-        return {k: deps[k] for k in ("blas", "lapack") if k in deps}
-    except Exception as exc:  # older NumPy or unusual build
-        return {"error": repr(exc)}
+        return None
 
 
 def fastgrad_build():
-    """Which fastgrad was measured: its path, the compiled engine's mtime and,
-    for a git checkout, the commit and whether the tree had local changes."""
+    """Which fastgrad was measured: its path, the engine's mtime and, in a
+    git checkout, the commit and whether the sources had local changes."""
     info = {}
     try:
         import fastgrad
         from fastgrad import _core
         info["path"] = os.path.dirname(fastgrad.__file__)
-        info["core_mtime"] = time.strftime(
-            "%Y-%m-%dT%H:%M:%S", time.gmtime(os.path.getmtime(_core.__file__)))
+        info["core_mtime"] = time.strftime("%Y-%m-%dT%H:%M:%S",
+                                           time.gmtime(os.path.getmtime(_core.__file__)))
+        repo = os.path.dirname(info["path"])
+        git = ["git", "-C", repo]
+        head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(git + ["status", "--porcelain", "fastgrad"],
+                               capture_output=True, text=True)
+        if head.returncode == 0:
+            info.update(git_commit=head.stdout.strip(), git_dirty=bool(dirty.stdout.strip()))
     except Exception as exc:
         info["error"] = repr(exc)
-        return info
-    repo = os.path.dirname(info["path"])
-    try:
-        head = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "fastgrad"],
-                               capture_output=True, text=True, timeout=5)
-        if head.returncode == 0:
-            info["git_commit"] = head.stdout.strip()
-            info["git_dirty"] = bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
     return info
 
 
-def machine_metadata(peer_status):
+def machine(peer_status):
     """Everything needed to judge whether two runs are comparable."""
     try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    meta = {
-        "cpu_model": _cpu_model(),
+        blas = {k: v for k, v in np.show_config(mode="dicts")["Build Dependencies"].items()
+                if k in ("blas", "lapack")}
+    except Exception as exc:
+        blas = {"error": repr(exc)}
+    mem = _proc("/proc/meminfo", "MemTotal")
+    return {
+        "cpu_model": _proc("/proc/cpuinfo", "model name") or platform.processor(),
         "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "mem_total_bytes": _mem_total(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else None,
+        "mem_total_bytes": int(mem.split()[0]) * 1024 if mem else None,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "python_implementation": platform.python_implementation(),
-        "numpy": np.__version__,
-        "numpy_blas": _blas_info(),
+        "numpy": np.__version__, "numpy_blas": blas,
         "peers": peer_status,
-        "env": {k: v for k, v in sorted(os.environ.items())
-                if k.startswith(ENV_PREFIXES)},
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
+        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
-    try:
-        meta["loadavg"] = os.getloadavg()
-    except OSError:
-        pass
-    if "torch" in sys.modules:
-        meta["torch_threads"] = sys.modules["torch"].get_num_threads()
-    return meta
 
 
-def peer_versions(available):
-    """{peer: {"available", "version", "reason"}} for the JSON metadata."""
-    out = {}
-    for peer in PEERS:
-        ok, reason = available.get(peer, (False, "not requested"))
-        out[peer] = {"available": ok, "version": version(peer) if ok else None,
-                     "reason": None if ok else reason}
-    return out
-
-
+# ---------------------------------------------------------------------------
+# formatting
+# ---------------------------------------------------------------------------
 def pick_unit(seconds):
-    """Largest unit in which the smallest value is at least 1."""
+    """The largest unit in which the smallest value is at least 1."""
     values = [s for s in seconds if s and s > 0]
-    if not values:
-        return "s", 1.0
-    low = min(values)
     for name, scale in UNITS:
-        if low >= scale:
+        if values and min(values) >= scale:
             return name, scale
-    return UNITS[-1]
+    return UNITS[-1] if values else UNITS[0]
 
 
 def fmt_num(x):
-    """Four significant digits without scientific notation where possible."""
     if x is None:
         return "-"
-    if x == 0:
-        return "0"
     if abs(x) >= 1000:
         return f"{x:,.0f}"
-    return f"{x:.4g}" if abs(x) >= 0.001 else f"{x:.2e}"
+    return f"{x:.4g}" if abs(x) >= 0.001 or x == 0 else f"{x:.2e}"
 
 
 def fmt_ratio(r):
-    if r is None:
-        return "-"
-    return f"{r:.3g}x" if r < 100 else f"{r:,.0f}x"
+    return "-" if r is None else (f"{r:.3g}x" if r < 100 else f"{r:,.0f}x")
 
 
-def render(headers, rows, align_left=1):
-    """Plain-text table; the first ``align_left`` columns are left aligned."""
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+def render(headers, rows, left=2):
+    """Plain-text table; the first ``left`` columns are left aligned."""
+    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows])
               for i, h in enumerate(headers)]
+
     def line(cells):
-        parts = []
-        for i, c in enumerate(cells):
-            c = str(c)
-            parts.append(c.ljust(widths[i]) if i < align_left else c.rjust(widths[i]))
-        return "  ".join(parts).rstrip()
-    out = [line(headers), line(["-" * w for w in widths])]
-    out.extend(line(r) for r in rows)
-    return "\n".join(out)
+        return "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(headers), line(["-" * w for w in widths])]
+                     + [line(r) for r in rows])
 
 
-def _index(records):
-    return {(r["label"], r["peer"]): r for r in records}
+def geomean(values):
+    vals = [v for v in values if v and v > 0 and math.isfinite(v)]
+    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else None
 
 
-def _cell(record, phase, scale, noise):
-    """Formatted median for a table cell plus the raw value (or None)."""
-    if record is None:
-        return "", None
-    if record["status"] == "skipped":
-        return "skip", None
-    if record["status"] == "failed":
-        return "FAIL", None
-    phases = record["stats"]["phases"]
-    if phase == "total" and "bwd" not in phases:
-        return "", None  # forward-only peer (numpy): it has no fwd+bwd
-    ph = phases.get(phase)
-    if ph is None:
-        return "", None
-    mark = "*" if record["stats"].get("single") else ("~" if is_noisy(ph, noise) else "")
-    return fmt_num(ph["median"] / scale) + mark, ph["median"]
+def _phase_label(suite, phase):
+    if phase == "total":
+        return {"mlp": "step", "newton": "10 steps"}.get(suite.name, "fwd+bwd")
+    return phase
 
 
-def time_table(title, records, rows_spec, peers, noise, per_op=False, unit=None):
-    """One table: rows = (row label, case label, phase), columns = peers'
-    medians then peer/fastgrad ratios.  One unit for the whole table."""
-    idx = _index(records)
-    values = []
-    for _, label, phase in rows_spec:
-        for p in peers:
-            r = idx.get((label, p))
-            if r and r["status"] == "ok" and phase in r["stats"]["phases"]:
-                v = r["stats"]["phases"][phase]["median"]
-                values.append(v / r["ops"] if per_op else v)
-    name, scale = unit or pick_unit(values)
-    others = [p for p in peers if p != REFERENCE]
-    headers = ["case", "phase"] + list(peers) + [f"{p}/fg" for p in others
-                                                  if REFERENCE in peers]
-    rows = []
-    for row_label, label, phase in rows_spec:
-        cells, raw = [], {}
-        for p in peers:
-            r = idx.get((label, p))
-            ops = r["ops"] if (per_op and r) else 1
-            text, v = _cell(r, phase, scale * ops, noise)
-            cells.append(text)
-            raw[p] = v
-        ratios = []
-        if REFERENCE in peers:
-            ref = raw.get(REFERENCE)
-            for p in others:
-                ratios.append(fmt_ratio(raw[p] / ref) if (raw[p] and ref) else "")
-        rows.append([row_label, _phase_name(phase)] + cells + ratios)
-    what = f"{name} per op" if per_op else name
-    head = (f"== {title} ==\n(median, {what}; ~ noisy: IQR/median > {noise:.0%}; "
-            f"* single iteration: over --max-time; x/fg = x time / fastgrad time, "
-            f">1x: fastgrad faster)")
-    return head + "\n" + render(headers, rows, align_left=2)
-
-
-def _phase_name(phase):
-    return {"total": "fwd+bwd", "fwd": "fwd", "bwd": "bwd", "del": "del"}.get(phase, phase)
-
-
-def present_peers(records, order=PEERS):
-    seen = {r["peer"] for r in records}
-    return [p for p in order if p in seen]
-
-
-def overhead_table(records, noise):
-    recs = [r for r in records if r["suite"] == "overhead"]
+def suite_table(doc, name, times=False):
+    """The table of suite ``name``: rows = case x phase; fastgrad's median
+    time, then each peer's ratio to it (or, ``times``, each peer's time)."""
+    suite, recs = SUITES[name], [r for r in doc["results"] if r["suite"] == name]
+    info = doc.get("suites", {}).get(name, {})
+    if info.get("status") == "skipped":
+        return f"== {suite.title} ==\nSKIP: {info['reason']}"
     if not recs:
         return ""
-    spec = []
-    for label in dict.fromkeys(r["label"] for r in recs):
-        short = label.replace("overhead ", "")
-        spec += [(short, label, "fwd"), (short, label, "total")]
-    return time_table("overhead: Goldstein-Price, 1000-step chain, user-Function chain",
-                      recs, spec, present_peers(recs), noise, per_op=True,
-                      unit=("µs", 1e-6))
+    peers = [p for p in P.PEERS if any(p in r["peers"] for r in recs)]
+    others = [p for p in peers if p != P.REFERENCE]
+
+    def t(rec, peer, phase):
+        info = rec["peers"].get(peer, {})
+        ph = info.get("phases", {}).get(phase) if info.get("status") == "ok" else None
+        return ph and ph["median"] / (rec["ops"] if suite.per_op else 1)
+
+    unit, scale = pick_unit([t(r, P.REFERENCE, ph) for r in recs for ph in suite.rows])
+    rows, gm = [], {}
+    for rec in recs:
+        case = rec["label"][len(name) + 1:]
+        for phase in suite.rows:
+            row = [case, _phase_label(suite, phase)]
+            for peer in ([P.REFERENCE] + others if P.REFERENCE in peers else others):
+                info = rec["peers"].get(peer)
+                if not info:
+                    row.append("")
+                elif info["status"] != "ok":
+                    row.append({"skipped": "skip", "failed": "FAIL"}[info["status"]])
+                elif peer == P.REFERENCE or times:
+                    v = t(rec, peer, phase)
+                    row.append("" if v is None else fmt_num(v / scale)
+                               + ("*" if info.get("single") else ""))
+                else:
+                    r = rec["ratios"].get(peer, {}).get(phase)
+                    row.append(_ratio_cell(r))
+                    if r:
+                        gm.setdefault((peer, phase), []).append(r["median"])
+            rows.append(row)
+    if suite.geomean and not times and gm:
+        for phase in suite.rows:
+            rows.append(["geomean", _phase_label(suite, phase), ""]
+                        + [fmt_ratio(geomean(gm.get((p, phase), []))) for p in others])
+    what = f"{unit} per op" if suite.per_op else unit
+    rounds = doc["settings"]["rounds"]
+    how = (f"median of {rounds} interleaved rounds, ±: half their interquartile range"
+           if rounds else "of the medians (a first-schema run: not interleaved)")
+    head = (f"== {suite.title} ==\n"
+            + (f"(median {what}; * one iteration)" if times else
+               f"(fastgrad: median {what}; others: their time / fastgrad's, {how}; "
+               f">1x: fastgrad faster; * one iteration, not interleaved)"))
+    order = [P.REFERENCE] + others if P.REFERENCE in peers else others
+    return "\n".join([head, render(["case", "phase"] + order, rows)] + _notes(recs))
 
 
-def scaling_table(records, noise, exponents):
-    recs = [r for r in records if r["suite"] == "scaling"]
-    if not recs:
+def _ratio_cell(r):
+    if not r:
         return ""
-    spec = []
-    for label in dict.fromkeys(r["label"] for r in recs):
-        short = label.replace("scaling ", "")
-        spec += [(short, label, ph) for ph in ("fwd", "bwd", "del")]
-    text = time_table("scaling: deep chain (N ops) and wide sum (N leaves)", recs, spec,
-                      present_peers(recs), noise, unit=("ms", 1e-3))
-    lines = ["growth exponent of backward (least-squares slope of log t vs log N):"]
-    for e in exponents:
-        exp = "n/a" if e["exponent"] is None else f"{e['exponent']:.2f}"
-        if e["exponent"] is None:
-            continue  # a single N: nothing to fit
-        lines.append(f"  {e['workload']:5s} {e['peer']:14s} {exp:>5s}  "
-                     f"(N {fmt_n(e['n_min'])}..{fmt_n(e['n_max'])}, {e['points']} points)")
-    if len(lines) == 1:
-        return text  # no N range to fit
-    return text + "\n" + "\n".join(lines)
+    if r["single"]:
+        return fmt_ratio(r["median"]) + "*"
+    return f"{fmt_ratio(r['median'])}±{(r['q3'] - r['q1']) / 2 / r['median']:.0%}"
 
 
-def kernels_tables(records, noise, ceiling):
-    recs = [r for r in records if r["suite"] == "kernels"]
-    if not recs:
+def _notes(recs):
+    """Skip and failure reasons (once each), jax-jit compile times."""
+    seen, compiled = {}, []
+    for rec in recs:
+        for peer, info in rec["peers"].items():
+            if info["status"] != "ok":
+                seen.setdefault((info["status"], peer, info["reason"]), []).append(rec["label"])
+            elif "compile_s" in info.get("notes", {}):
+                compiled.append(f"{rec['label'].split(' ', 1)[1]} "
+                                f"{info['notes']['compile_s']:.2f} s")
+    lines = []
+    for (status, peer, reason), labels in seen.items():
+        where = labels[0] if len(labels) == 1 else f"{len(labels)} cases"
+        lines.append(f"{status}: {peer} ({where}): {reason}")
+    if compiled:
+        lines.append("jax-jit compile + first call (not in its figures): " + ", ".join(compiled))
+    return lines
+
+
+def exponents(doc, phase="bwd", lo=1_000, hi=100_000):
+    """Growth exponent of ``phase`` time against N per (workload, peer): the
+    least-squares slope of log t on log N over lo <= N <= hi (all N if
+    fewer than two are in that window)."""
+    series = {}
+    for rec in doc["results"]:
+        if rec["suite"] != "scaling":
+            continue
+        for peer, info in rec["peers"].items():
+            if info["status"] == "ok" and phase in info["phases"]:
+                series.setdefault((rec["workload"], peer), []).append(
+                    (rec["params"]["n"], info["phases"][phase]["median"]))
+    out = []
+    for (workload, peer), pts in sorted(series.items()):
+        use = [p for p in sorted(pts) if lo <= p[0] <= hi]
+        use = use if len(use) >= 2 else sorted(pts)
+        if len(use) >= 2:
+            x, y = np.log([p[0] for p in use]), np.log([p[1] for p in use])
+            out.append({"workload": workload, "peer": peer, "phase": phase,
+                        "exponent": float(np.polyfit(x, y, 1)[0]),
+                        "n_min": use[0][0], "n_max": use[-1][0]})
+    return out
+
+
+def exponent_lines(exps):
+    if not exps:
         return ""
-    peers = present_peers(recs)
-    spec = []
-    labels = list(dict.fromkeys(r["label"] for r in recs))
-    for label in labels:
-        short = label.replace("kernels ", "")
-        spec += [(short, label, "fwd"), (short, label, "total")]
-    text = time_table("kernels: elementwise forward and forward+backward", recs, spec,
-                      peers, noise, unit=("ms", 1e-3))
-    idx = _index(recs)
-    rows = []
-    for label in labels:
-        row = [label.replace("kernels ", "")]
-        for p in peers:
-            r = idx.get((label, p))
-            if not r or r["status"] != "ok":
-                row.append("skip" if r and r["status"] == "skipped" else
-                           ("FAIL" if r else ""))
-                continue
-            g = r["gbps"].get("total", r["gbps"]["fwd"])
-            row.append(f"{g:.1f} / {r['stats']['page_faults']:.0f}")
-        rows.append(row)
-    bw = ("== kernels: GB/s (fused-minimum bytes, fwd+bwd; numpy: fwd only) / "
-          "minor page faults per call ==\n" + render(["case"] + peers, rows))
-    ceil_lines = ["memory-bandwidth ceiling measured in this run:"]
-    for c in ceiling or []:
-        note = f"  [{c['note']}]" if c.get("note") else ""
-        ceil_lines.append(f"  {c['method']}: {c['gbps']:.1f} GB/s "
-                          f"(N={c['size']:g}){note}")
-    return text + "\n\n" + bw + "\n" + "\n".join(ceil_lines)
+    return "\n".join(["growth exponent of backward (slope of log t vs log N):"]
+                     + [f"  {e['workload']:5s} {e['peer']:14s} {e['exponent']:5.2f}  "
+                        f"(N {fmt_n(e['n_min'])}..{fmt_n(e['n_max'])})" for e in exps])
 
 
 def memory_table(info):
     if not info:
         return ""
+    head = f"== {SUITES['memory'].title} =="
     if info["status"] != "ok":
-        return f"== memory: skipped ({info['reason']}) =="
+        return f"{head}\n{info['status'].upper()}: {info['reason']}"
     rows = info["rows"]
-    if not rows:
-        return "== memory: no rows returned =="
-    head = (f"== memory (fastgrad.memory.collect, size={info['size']:g}, "
-            f"depth={info['depth']}; A = one array) ==")
-    try:  # the memory tooling's own layout, when it offers one
+    head = head[:-3] + f" (size {info['size']:g}, depth {info['depth']}) =="
+    try:  # the memory tool's own layout, when it offers one
         from fastgrad.memory import format_table
         return head + "\n" + format_table(rows)
     except Exception:
-        pass
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    def fmt(v, key):
-        if key.endswith("_bytes") and isinstance(v, (int, float)):
-            return f"{v / (1 << 20):,.1f}"
-        return fmt_num(v) if isinstance(v, float) else str(v)
-    headers = [k.replace("_bytes", " MiB") for k in keys]
-    body = [[fmt(r.get(k, ""), k) for k in keys] for r in rows]
-    return head + "\n" + render(headers, body, align_left=2)
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        return head + "\n" + render(keys, [[fmt_num(r[k]) if isinstance(r.get(k), float)
+                                            else str(r.get(k, "")) for k in keys]
+                                           for r in rows])
 
 
-def skipped_lines(records):
-    """One line per (peer, reason) so skips are visible but not repeated."""
-    seen = {}
-    for r in records:
-        if r["status"] == "skipped":
-            seen.setdefault((r["peer"], r["reason"]), []).append(r["label"])
-    lines = []
-    for (peer, reason), labels in seen.items():
-        where = labels[0] if len(labels) == 1 else f"{len(labels)} cells"
-        lines.append(f"skipped: {peer} ({where}): {reason}")
-    return lines
+def render_document(doc, times=False):
+    """Every table of a results document, as the run printed them."""
+    from .targets import format_targets
+    blocks = []
+    for name in SUITES:
+        if name == "memory":
+            blocks.append(memory_table(doc.get("memory")))
+            continue
+        blocks.append(suite_table(doc, name, times))
+        if name == "scaling" and blocks[-1]:
+            blocks[-1] += "\n" + exponent_lines(exponents(doc))
+    blocks.append(format_targets(doc.get("targets", [])))
+    return "\n\n".join(b.rstrip() for b in blocks if b)
 
 
-def write_json(path, document):
-    """Write atomically (tmp file + rename) so a crash leaves no half file."""
+# ---------------------------------------------------------------------------
+# files and compare
+# ---------------------------------------------------------------------------
+def write_json(path, doc):
+    """Write atomically, so an interrupted run leaves no half file."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(document, f, indent=1, default=_json_default)
+        json.dump(doc, f, indent=1, default=lambda o: o.item() if hasattr(o, "item")
+                  else o.tolist())
         f.write("\n")
     os.replace(tmp, path)
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(type(obj).__name__)
+def load(path):
+    """Read a results file (this schema, or the first one's per-peer records)."""
+    with open(path) as f:
+        doc = json.load(f)
+    if doc.get("schema") == "fastgrad-bench/1":
+        cases = {}
+        for r in doc.get("results", []):
+            rec = cases.setdefault(r["label"], {
+                "suite": r.get("suite"), "workload": r.get("workload"),
+                "params": r.get("params", {}), "label": r["label"], "ops": r.get("ops", 1),
+                "peers": {}, "ratios": {}})
+            st = r.get("stats") or {}
+            rec["peers"][r["peer"]] = {"status": r["status"], "reason": r.get("reason"),
+                                       "single": st.get("single"),
+                                       "phases": st.get("phases", {})}
+        for rec in cases.values():  # not interleaved: ratios of medians, marked *
+            base = rec["peers"].get(P.REFERENCE, {}).get("phases", {})
+            for peer, info in rec["peers"].items():
+                if peer != P.REFERENCE and info["status"] == "ok":
+                    rec["ratios"][peer] = {
+                        ph: dict(summary([st["median"] / base[ph]["median"]]), single=True)
+                        for ph, st in info["phases"].items() if ph in base}
+        doc = dict(doc, schema=SCHEMA, results=list(cases.values()),
+                   settings=dict(doc.get("settings", {}), rounds=0))
+    if doc.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a {SCHEMA} results file")
+    return doc
+
+
+def cells(doc):
+    """{(case label, peer, phase): phase summary} of every measured cell."""
+    return {(r["label"], peer, ph): st for r in doc["results"]
+            for peer, info in r["peers"].items() if info.get("status") == "ok"
+            for ph, st in info.get("phases", {}).items()}
+
+
+def verdict(a, b, factor=1.05):
+    """B against A: "faster"/"slower" when the [q1, q3] ranges do not overlap
+    and the ratio is beyond ``factor``, else "not significant"."""
+    ratio = b["median"] / a["median"] if a["median"] > 0 else math.inf
+    if (a["q1"] <= b["q3"] and b["q1"] <= a["q3"]) or 1 / factor < ratio < factor:
+        return "not significant", ratio
+    return ("faster" if ratio < 1 else "slower"), ratio
+
+
+def compare(doc_a, doc_b, factor=1.05, peer=None, phase=None):
+    """(rows, geometric mean of B/A) over the cells both runs measured."""
+    a, b = cells(doc_a), cells(doc_b)
+    rows = []
+    for key in a:
+        if key in b and (not peer or key[1] == peer) and (not phase or key[2] == phase):
+            v, ratio = verdict(a[key], b[key], factor)
+            rows.append({"label": key[0], "peer": key[1], "phase": key[2],
+                         "a": a[key]["median"], "b": b[key]["median"], "ratio": ratio,
+                         "verdict": v})
+    return rows, geomean(r["ratio"] for r in rows)
+
+
+def format_compare(rows, gm):
+    if not rows:
+        return "no cells in common"
+
+    def both(r):
+        unit, scale = pick_unit([r["a"], r["b"]])
+        return [f"{fmt_num(r['a'] / scale)} {unit}", f"{fmt_num(r['b'] / scale)} {unit}"]
+    body = [[r["label"], r["peer"], r["phase"], *both(r), f"{r['ratio']:.3f}", r["verdict"]]
+            for r in rows]
+    counts = ", ".join(f"{sum(r['verdict'] == v for r in rows)} {v}"
+                       for v in ("faster", "slower", "not significant"))
+    gm_text = "n/a" if gm is None else f"{gm:.3f} (B/A; below 1: B is faster)"
+    return (render(["case", "peer", "phase", "A", "B", "B/A", "verdict"], body, left=3)
+            + f"\n\n{counts}\ngeometric mean of B/A over {len(rows)} cells: {gm_text}")

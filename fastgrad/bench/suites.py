@@ -1,0 +1,404 @@
+"""The suites: cases per tier, the workload of a case, its reference.
+
+A suite is data plus one function, ``work(case, peer)``, that returns the
+workload as ``Work(fn, inputs, consts)`` where ``fn(F, *leaves, *consts)`` is
+written once for every peer.  The reference is the same workload run in
+float64 by the NumPy adapter, differentiated by central differences (or a
+closed form where one is cheaper), so a new suite needs no per-peer code.
+"""
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import peers as P
+
+
+def fmt_n(n):
+    """Compact size label: 1000000 -> '1e6', 2500 -> '2500'."""
+    n = int(n)
+    e = len(str(n)) - 1
+    return f"1e{e}" if n == 10 ** e and e >= 2 else str(n)
+
+
+@dataclass
+class Case:
+    """One workload at one parameter point; plain data, so it can be sent to
+    a child process and recorded in JSON."""
+
+    suite: str
+    workload: str
+    params: dict = field(default_factory=dict)
+    ops: int = 1
+
+    @property
+    def label(self):
+        parts = [self.suite, self.workload]
+        parts += [fmt_n(v) if isinstance(v, int) else str(v) for v in self.params.values()]
+        return " ".join(parts)
+
+
+@dataclass
+class Work:
+    fn: object                 # fn(F, *leaves, *consts) -> output
+    inputs: list               # differentiable inputs (ndarrays)
+    consts: list = field(default_factory=list)
+    lr: float = None           # an SGD update phase after backward
+    copy: bool = False         # fresh copies of the inputs each iteration
+    release: bool = False      # a timed "del" phase drops the whole graph
+    elementwise: bool = False  # gradients by vectorised central differences
+    newton: int = 0            # Newton steps (second derivatives) instead
+
+
+# Peers that cannot take a case, as data: (peer, what is counted, limit, why).
+LIMITS = (
+    ("jax-jit", "ops", 2500, "XLA compile time grows with the unrolled graph"),
+)
+
+
+class Suite:
+    """``tiers``: {tier: [(workload, params), ...]}; ``rows``: the phases
+    shown; ``needs``: vocabulary or capabilities a peer must have."""
+
+    name = title = ""
+    full = False          # fastgrad's full face (fastgrad.dezero) and its functions
+    needs = ()
+    rows = ("fwd", "total")
+    per_op = False
+    geomean = False
+    exclude = ()          # peers that do not take part
+    tiers = {}
+    rtol = 1e-6
+
+    def cases(self, tier):
+        return [Case(self.name, w, dict(p), self.ops(w, p)) for w, p in self.tiers[tier]]
+
+    def ops(self, workload, params):
+        return 1
+
+    def refusal(self, case, peer_name):
+        """Why ``peer_name`` does not take ``case`` (None when it does)."""
+        if peer_name in self.exclude:
+            return "not in this suite"
+        for name, what, limit, why in LIMITS:
+            if name == peer_name and what == "ops" and case.ops > limit:
+                return f"{case.ops} ops > {limit}: {why}"
+        return None
+
+    def tolerance(self, case):
+        return 1e-4 if case.params.get("dtype") == "float32" else self.rtol
+
+    def reference(self, case):
+        """Expected outputs: the NumPy workload in float64, differentiated
+        by central differences."""
+        work = self.work(case, P.get("numpy"))
+        ins = [np.array(a, dtype=np.float64) for a in work.inputs]
+        f = functools.partial(work.fn, P.get("numpy").F)
+        grads = [_central(f, ins, i, work.consts, work.elementwise) for i in range(len(ins))]
+        out = {"out": np.asarray(f(*ins, *work.consts), dtype=np.float64), "g": grads}
+        if work.lr:
+            out["new"] = [x - work.lr * g for x, g in zip(ins, grads)]
+        return out
+
+
+def _central(f, ins, i, consts, elementwise):
+    """d sum(f) / d ins[i] by central differences (float64)."""
+    x = ins[i]
+
+    def at(xi):
+        args = list(ins)
+        args[i] = xi
+        return np.asarray(f(*args, *consts), dtype=np.float64)
+
+    h = 1e-6 * np.maximum(1.0, np.abs(x))
+    if elementwise:
+        return (at(x + h) - at(x - h)) / (2 * h)
+    g = np.zeros_like(x)
+    for k in np.ndindex(x.shape):
+        hi, lo = x.copy(), x.copy()
+        hi[k] += h[k]
+        lo[k] -= h[k]
+        g[k] = (np.sum(at(hi)) - np.sum(at(lo))) / (2 * h[k])
+    return g
+
+
+def _newton(grad2, x, steps):
+    """Newton iterates from ``x`` given ``grad2(x) -> (f', f'')``."""
+    xs = []
+    for _ in range(steps):
+        g1, g2 = grad2(x)
+        x = x - g1 / g2
+        xs.append(x)
+    return np.array(xs)
+
+
+# ---------------------------------------------------------------------------
+# overhead: 0-d graphs where the framework's per-op cost is everything
+# ---------------------------------------------------------------------------
+def goldstein(F, x, y):
+    """Goldstein-Price function, as in the book's step 24 (38 ops)."""
+    return ((1 + (x + y + 1)**2 * (19 - 14*x + 3*x**2 - 14*y + 6*x*y + 3*y**2))
+            * (30 + (2*x - 3*y)**2 * (18 - 32*x + 12*x**2 + 48*y - 36*x*y + 27*y**2)))
+
+
+def chain(x, steps):
+    for _ in range(steps):
+        x = x * 1.0001 + 0.5
+    return x
+
+
+def _square_like(x):
+    # (x**2 + 1) / 2: a fixed point at 1 with slope 1, so 10^4 compositions
+    # neither overflow nor vanish (a plain square would give 2**10000).
+    return x ** 2 * 0.5 + 0.5
+
+
+def _square_like_grad(x, gy):
+    return gy * x
+
+
+class Overhead(Suite):
+    name = "overhead"
+    title = "overhead: Goldstein-Price, 1000-step chain y=y*1.0001+0.5, user Function chain"
+    per_op = True
+    cases_ = [("goldstein", {}), ("chain", {"steps": 1000}), ("userfunc", {"length": 10_000})]
+    tiers = {"quick": cases_, "default": cases_, "full": cases_}
+
+    def ops(self, w, p):
+        return {"goldstein": 38, "chain": 2 * p.get("steps", 0)}.get(w, p.get("length"))
+
+    def work(self, case, peer):
+        one = [np.array(1.0)]
+        if case.workload == "goldstein":
+            return Work(goldstein, one * 2)
+        if case.workload == "chain":
+            steps = case.params["steps"]
+            return Work(lambda F, x: chain(x, steps), one)
+        square, length = peer.user_function(_square_like, _square_like_grad), \
+            case.params["length"]
+
+        def userfunc(F, x):
+            for _ in range(length):
+                x = square(x)
+            return x
+        return Work(userfunc, one)
+
+    def reference(self, case):
+        if case.workload == "userfunc":
+            # Exact at the fixed point; central differences are not: the
+            # curvature piles up over 10^4 compositions.
+            return {"out": 1.0, "g": [1.0]}
+        return super().reference(case)
+
+
+# ---------------------------------------------------------------------------
+# scaling: forward, backward and del against graph size
+# ---------------------------------------------------------------------------
+class Scaling(Suite):
+    """``deep``: a chain of N ops; ``wide``: x0**2 + x1**2 + ... over N
+    leaves (DeZero re-sorts its pending list on every push: quadratic)."""
+
+    name = "scaling"
+    title = "scaling: deep chain (N ops) and wide sum (N leaves)"
+    rows = ("fwd", "bwd", "del")
+    exclude = ("numpy",)
+    A, B = 1.0001, 0.5
+    tiers = {t: [(w, {"n": n}) for w in ("deep", "wide") for n in ns]
+             for t, ns in (("quick", (100, 1000)), ("default", (100, 1000, 10_000, 100_000)),
+                           ("full", (100, 1000, 10_000, 100_000)))}
+    tiers["full"] = tiers["full"] + [("deep", {"n": 1_000_000})]
+
+    def ops(self, w, p):
+        return p["n"] if w == "deep" else 2 * p["n"] - 1
+
+    def work(self, case, peer):
+        n = case.params["n"]
+        if case.workload == "deep":
+            return Work(lambda F, x: chain(x, n // 2), [np.array(1.0)], release=True)
+
+        def wide(F, *xs):
+            z = xs[0] ** 2
+            for x in xs[1:]:
+                z = z + x ** 2
+            return z
+        return Work(wide, [np.array(v) for v in np.linspace(0.5, 1.5, n)], release=True)
+
+    def reference(self, case):
+        n, A, B = case.params["n"], self.A, self.B
+        if case.workload == "deep":
+            s = n // 2
+            return {"out": A ** s + B * (A ** s - 1) / (A - 1), "g": [A ** s]}
+        x = np.linspace(0.5, 1.5, n)
+        return {"out": np.sum(x * x), "g": list(2 * x)}
+
+    def tolerance(self, case):
+        return 1e-7
+
+
+# ---------------------------------------------------------------------------
+# array suites: kernels, unary
+# ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _arrays(dtype, size):
+    rng = np.random.default_rng(12345)
+    # Positive, away from 0: x ** 2.5 and log are defined, well conditioned.
+    return tuple(rng.uniform(0.5, 1.5, size).astype(dtype) for _ in range(2))
+
+
+KERNELS = {"add": lambda F, x, y: x + y, "mul": lambda F, x, y: x * y,
+           "pow3": lambda F, x: x ** 3, "pow2.5": lambda F, x: x ** 2.5}
+UNARY = {n: (lambda name: lambda F, x: getattr(F, name)(x))(n)
+         for n in ("exp", "tanh", "sin", "sigmoid", "log")}
+
+
+class _Arrays(Suite):
+    geomean = True
+    rtol = 1e-7
+    table = {}
+
+    def work(self, case, peer):
+        fn = self.table[case.workload]
+        xs = _arrays(case.params["dtype"], case.params["size"])
+        two = fn.__code__.co_argcount == 3
+        return Work(fn, list(xs[:1 + two]), elementwise=True)
+
+
+def _grid(ops, dtypes, sizes):
+    return [(op, {"dtype": d, "size": s}) for s in sizes for d in dtypes for op in ops]
+
+
+class Kernels(_Arrays):
+    name = "kernels"
+    title = "kernels: x+y, x*y, x**3, x**2.5, forward and forward+backward"
+    table = KERNELS
+    # Default: every op in float64 at 1e6, add/mul in float32 too, add/mul at 1e7.
+    tiers = {"quick": _grid(KERNELS, ("float64",), (100_000,)),
+             "default": _grid(KERNELS, ("float64",), (10 ** 6,))
+             + _grid(("add", "mul"), ("float32",), (10 ** 6,))
+             + _grid(("add", "mul"), ("float64",), (10 ** 7,)),
+             "full": _grid(KERNELS, ("float32", "float64"), (10 ** 6, 10 ** 7))}
+
+
+class Unary(_Arrays):
+    name = "unary"
+    title = "unary: exp tanh sin sigmoid log, forward and forward+backward"
+    full, needs = True, ("exp", "tanh", "sin", "sigmoid", "log")
+    table = UNARY
+    tiers = {"quick": _grid(UNARY, ("float64",), (100_000,)),
+             "default": _grid(UNARY, ("float32", "float64"), (10 ** 6,)),
+             "full": _grid(UNARY, ("float32", "float64"), (10 ** 6, 10 ** 7))}
+
+
+# ---------------------------------------------------------------------------
+# the suites of the full API
+# ---------------------------------------------------------------------------
+def scalar_expression(F, x, y):
+    return (F.exp(F.sin(x)) * F.cos(y) + F.tanh(x * y)
+            - F.log(x + 2.0) * F.sqrt(y * y + 1.0))
+
+
+class ScalarFns(Suite):
+    name = "scalar-fns"
+    title = "scalar-fns: exp(sin x) cos y + tanh(xy) - log(x+2) sqrt(y^2+1), 0-d"
+    full, needs = True, ("exp", "sin", "cos", "tanh", "log", "sqrt")
+    exclude = ("numpy",)
+    tiers = dict.fromkeys(("quick", "default", "full"), [("expr", {})])
+
+    def ops(self, w, p):
+        return 15
+
+    def work(self, case, peer):
+        return Work(scalar_expression, [np.array(0.7), np.array(1.3)])
+
+
+class Newton(Suite):
+    """Newton's method on x**4 - 2x**2 (the book's step 33): every step
+    needs the first and the second derivative."""
+
+    name = "newton"
+    title = "newton: 10 steps on x**4 - 2*x**2 from x=2, second derivatives by backprop"
+    full, needs = True, ("grad2",)
+    rows = ("total",)
+    exclude = ("numpy",)
+    tiers = dict.fromkeys(("quick", "default", "full"), [("quartic", {"steps": 10})])
+    rtol = 1e-9
+
+    def work(self, case, peer):
+        return Work(lambda F, x: x ** 4 - 2 * x ** 2, [np.array(2.0)],
+                    newton=case.params["steps"])
+
+    def reference(self, case):
+        return {"out": _newton(lambda x: (4 * x ** 3 - 4 * x, 12 * x ** 2 - 4), 2.0,
+                               case.params["steps"])}
+
+
+class Lstsq(Suite):
+    name = "lstsq"
+    title = "lstsq: mean_squared_error(matmul(X, W) + b, y), X of N x 1 (book step 42)"
+    full, needs = True, ("matmul", "mean_squared_error")
+    exclude = ("numpy",)
+    tiers = {"quick": [("mse", {"n": 100})],
+             "default": [("mse", {"n": 100}), ("mse", {"n": 10_000})],
+             "full": [("mse", {"n": 100}), ("mse", {"n": 10_000})]}
+
+    def ops(self, w, p):
+        return 3
+
+    def work(self, case, peer):
+        rng = np.random.default_rng(0)
+        x = rng.random((case.params["n"], 1))
+        y = 5 + 2 * x + rng.random((case.params["n"], 1))
+        return Work(lambda F, W, b, x, y: F.mean_squared_error(F.matmul(x, W) + b, y),
+                    [np.zeros((1, 1)), np.zeros(1)], [x, y])
+
+
+def spiral(n_per_class=100, classes=3, seed=1984):
+    """Three interleaved arms in 2-d, labels 0..2 (an MLP's first test)."""
+    rng = np.random.default_rng(seed)
+    xs, ts = [], []
+    for c in range(classes):
+        r = np.linspace(0.0, 1.0, n_per_class)
+        theta = c * 4.0 + 4.0 * r + rng.normal(scale=0.2, size=n_per_class)
+        xs.append(np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1))
+        ts.append(np.full(n_per_class, c))
+    return np.concatenate(xs), np.concatenate(ts)
+
+
+class Mlp(Suite):
+    name = "mlp"
+    title = ("mlp: one SGD step, spiral 300x2 -> linear 10 -> sigmoid -> linear 3 "
+             "-> softmax cross-entropy")
+    full, needs = True, ("linear", "sigmoid", "softmax_cross_entropy")
+    rows = ("fwd", "bwd", "total")
+    exclude = ("numpy",)
+    tiers = dict.fromkeys(("quick", "default", "full"), [("spiral", {"hidden": 10})])
+
+    def ops(self, w, p):
+        return 4
+
+    def work(self, case, peer):
+        x, t = spiral()
+        h = case.params["hidden"]
+        rng = np.random.default_rng(0)
+        params = [rng.standard_normal((2, h)) * math.sqrt(1 / 2), np.zeros(h),
+                  rng.standard_normal((h, 3)) * math.sqrt(1 / h), np.zeros(3)]
+
+        def loss(F, W1, b1, W2, b2, x, t):
+            return F.softmax_cross_entropy(
+                F.linear(F.sigmoid(F.linear(x, W1, b1)), W2, b2), t)
+        return Work(loss, params, [x, t], lr=1.0, copy=True)
+
+
+class Memory(Suite):
+    """Rows of ``fastgrad.memory.collect``, rendered as it renders them."""
+
+    name = "memory"
+    title = "memory: fastgrad.memory.collect"
+    tiers = {"quick": [("squares", {"size": 100_000, "depth": 10})],
+             "default": [("squares", {"size": 10 ** 6, "depth": 10})],
+             "full": [("squares", {"size": 10 ** 7, "depth": 10})]}
+
+
+SUITES = {s.name: s for s in (Overhead(), Scaling(), Kernels(), ScalarFns(), Newton(),
+                              Lstsq(), Mlp(), Unary(), Memory())}
