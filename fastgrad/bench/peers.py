@@ -28,7 +28,7 @@ PEER_INFO = {
     "dezero-full": ("DeZero 0.0.13 dezero.core + dezero.functions (grads are "
                     "Variables)", "dezero", "pip install dezero==0.0.13 matplotlib"),
     "torch": ("PyTorch, CPU, one thread", "torch",
-              "pip install torch --index-url https://download.pytorch.org/whl/cpu"),
+              "pip install torch==2.13.0"),
     "autograd": ("HIPS autograd", "autograd", "pip install autograd"),
     "jax": ("JAX eager, float64 on CPU: jax.vjp on every call", "jax",
             "pip install jax"),
