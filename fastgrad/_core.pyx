@@ -819,11 +819,6 @@ cdef inline bint _is_table_op(Function f) noexcept:
     return f._table
 
 
-# Old name of the exponent check, kept for the Pow stub's readers.
-cdef object _check_exponent(object c):
-    return _check_constant("pow", "the exponent", c)
-
-
 cdef inline bint _operand_value(object a, double* out):
     """Value of a fast-path operand: a float64 scalar Variable or a Python float/int."""
     if isinstance(a, _Variable):
