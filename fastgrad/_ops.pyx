@@ -166,7 +166,8 @@ cdef inline floating _powh(floating x, int k) noexcept nogil:
         return _powh_d(x, k)
 
 
-DEF _HALF_BLOCK = 256
+cdef enum:
+    _HALF_BLOCK = 256
 
 
 cdef inline Py_ssize_t _half_block(const floating[::1] x, floating* buf, Py_ssize_t b0,
@@ -403,7 +404,8 @@ cdef extern from *:
     """
     int fastgrad_mallopt(int threshold, int trim)
 
-DEF _CACHE_SLOTS = 8
+cdef enum:
+    _CACHE_SLOTS = 8
 
 cdef unsigned int _NPY_DOMAIN = np.lib.tracemalloc_domain
 # Results smaller than this use NumPy's allocator (its small-block cache is fine).

@@ -59,3 +59,26 @@ def numerical_grad(f, x, eps=None):
         flat[i] = old
         g[i] = (hi - lo) / (2 * eps)
     return grad
+
+
+def layout(a, kind):
+    """The same values as ``a`` in another memory layout.
+
+    ``kind``: ``contiguous``, ``strided`` (every other element of a wider
+    array), ``transposed`` (Fortran order) or ``readonly``.  0-d arrays have
+    no other strides: only ``readonly`` changes them.
+    """
+    if kind == "readonly":
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+    if kind == "contiguous" or a.ndim == 0:
+        return a
+    if kind == "strided":
+        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        view = big[..., ::2]
+        view[...] = a
+        return view
+    if kind == "transposed":
+        return np.ascontiguousarray(a.T).T
+    raise ValueError(kind)

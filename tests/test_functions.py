@@ -12,7 +12,7 @@ import weakref
 import numpy as np
 import pytest
 
-from conftest import numerical_grad
+from conftest import layout, numerical_grad
 
 import fastgrad
 import fastgrad.dezero as fdz
@@ -35,23 +35,6 @@ def grad_array(v, face):
     assert type(g) is np.ndarray, type(g)
     return g
 
-
-def layout(a, kind):
-    """The same values as ``a`` in another memory layout."""
-    if kind == "contiguous" or a.ndim == 0:
-        return a
-    if kind == "strided":
-        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
-        view = big[..., ::2]
-        view[...] = a
-        return view
-    if kind == "transposed":
-        return np.ascontiguousarray(a.T).T
-    if kind == "readonly":
-        a = a.copy()
-        a.flags.writeable = False
-        return a
-    raise ValueError(kind)
 
 
 # ------------------------------------------------------------ NumPy oracles

@@ -9,6 +9,7 @@ import pytest
 
 import fastgrad as dezero
 from fastgrad import Variable
+from conftest import layout
 
 OPS = {
     "add": (lambda a, b: a + b, 2),
@@ -64,23 +65,6 @@ def numeric_grad(fn, arrays, i, eps=1e-6):
         g[idx] = (plus - minus) / (2 * eps)
     return g
 
-
-def layout(a, kind):
-    """The same values as ``a`` in another memory layout."""
-    if kind == "contiguous" or a.ndim == 0:
-        return a
-    if kind == "strided":
-        big = np.empty(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
-        view = big[..., ::2]
-        view[...] = a
-        return view
-    if kind == "transposed":
-        return np.ascontiguousarray(a.T).T
-    if kind == "readonly":
-        a = a.copy()
-        a.flags.writeable = False
-        return a
-    raise ValueError(kind)
 
 
 def sample(shape, dtype, rng, positive):

@@ -17,7 +17,7 @@ import fastgrad.dezero as dz
 from fastgrad import _codegen, _core
 from fastgrad._optable import OPS, REQUIRED
 
-from conftest import numerical_grad
+from conftest import layout, numerical_grad
 
 # Parameters to call each op with, and where its inputs live (away from
 # kinks and poles, so finite differences are meaningful).
@@ -63,18 +63,6 @@ def numpy_grads(op):
     args = ", ".join(["gy", "y"] + list(op.inputs) + [p[0] for p in op.params])
     return [eval(f"lambda {args}: {r.render(g)}", {"_np": np}) for g in op.grads]
 
-
-def layout(a, kind):
-    if kind == "strided" and a.ndim:
-        big = np.empty(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
-        big[..., ::2] = a
-        return big[..., ::2]
-    if kind == "transposed" and a.ndim >= 2:
-        return np.ascontiguousarray(a.T).T
-    if kind == "readonly":
-        a = a.copy()
-        a.flags.writeable = False
-    return a
 
 
 SHAPES = [(), (5,), (2, 3), (2, 1, 3)]
