@@ -15,7 +15,7 @@ from setuptools import Extension, setup
 
 # The op table's classes and C code are generated, then compiled with _core.
 runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                            "fastgrad", "_codegen.py"), run_name="__main__")
+                            "fastgrad", "_codegen.py"))["write_pxi"]()
 
 DEBUG = os.environ.get("FASTGRAD_DEBUG_BUILD", "0") not in ("", "0")
 
