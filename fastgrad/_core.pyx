@@ -419,7 +419,7 @@ cdef class _Variable:
         if self._data is None and not self._lazy:
             raise ValueError("backward() on a Variable whose data is None")
         if as_variable:
-            self._grad = _wrap_data(backend.ones_like(self._get_data()), _FullVarClass)
+            self._grad = _wrap_data(backend.ones_like(self._get_data()), _full_class())
         elif self._lazy or _is_f64_scalar_array(self._data):
             self._gv = 1.0
             self._glazy = True
@@ -578,7 +578,7 @@ cdef inline object _full_class():
 cdef inline object _face_of(object v):
     # Outputs take the face of their first Variable input: plain Variables,
     # whatever subclass (Parameter) the input is.
-    return _FullVarClass if isinstance(v, _GraphVariable) else _VarClass
+    return _full_class() if isinstance(v, _GraphVariable) else _VarClass
 
 
 cdef extern from *:
@@ -623,7 +623,7 @@ cdef inline object _grad_variable(_Variable v):
     if g is None or isinstance(g, _Variable):
         return g
     if isinstance(v, _GraphVariable):
-        g = _wrap_data(g, _FullVarClass)
+        g = _wrap_data(g, _full_class())
         v._grad = g
         return g
     return _wrap_data(g, _VarClass)
@@ -850,7 +850,7 @@ cdef object _call_scalar(_TableOp f, tuple args, object face):
     if nargs == 2 and not isinstance(a, _Variable):
         a = args[1]
     if isinstance(a, _GraphVariable):
-        cls = _FullVarClass
+        cls = _full_class()
     elif face is None or isinstance(a, _Variable):
         cls = _VarClass
     else:

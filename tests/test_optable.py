@@ -252,3 +252,16 @@ def test_fused_rows_fall_back_for_other_layouts(op):
             np.testing.assert_allclose(y.data, numpy_forward(op)(arr), rtol=1e-3)
         y.backward()
         assert x.grad.shape == arr.shape
+
+
+def test_graph_variable_before_the_full_face_is_registered_does_not_crash():
+    # Without fastgrad.dezero, results fall back to the stage-2 face.
+    code = ("import numpy as np, fastgrad._core as C\n"
+            "class V(C._GraphVariable):\n    pass\n"
+            "x = V(np.array(2.0)); y = C.add(C.mul(x, x), C.exp(x)); y.backward()\n"
+            "print(type(y).__name__, float(x.grad.data))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    name, g = out.stdout.split()
+    assert name == "Variable" and abs(float(g) - (4 + np.exp(2.0))) < 1e-12
