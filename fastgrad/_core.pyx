@@ -275,15 +275,22 @@ cdef class _Variable:
 
     @grad.setter
     def grad(self, value):
-        if value is not None and not isinstance(value, _ndarray):
+        self._set_grad(value, False)
+
+    cdef int _set_grad(self, object value, bint variable_ok) except -1:
+        # The full face also stores Variables (its grads are Variables).
+        if value is not None and not isinstance(value, _ndarray) and not (
+                variable_ok and isinstance(value, _Variable)):
             if isinstance(value, np.generic):
                 value = np.asarray(value)
             else:
+                kinds = "a Variable, a numpy.ndarray" if variable_ok else "a numpy.ndarray"
                 raise TypeError(f"{type(value)} is not supported: a grad must be "
-                                f"a numpy.ndarray or None")
+                                f"{kinds} or None")
         self._grad = value
         self._glazy = False
         _track(self)
+        return 0
 
     @property
     def creator(self):
@@ -521,15 +528,7 @@ cdef class _GraphVariable(_Variable):
 
     @grad.setter
     def grad(self, value):
-        if value is not None and not isinstance(value, (_ndarray, _Variable)):
-            if isinstance(value, np.generic):
-                value = np.asarray(value)
-            else:
-                raise TypeError(f"{type(value)} is not supported: a grad must be "
-                                f"a Variable, a numpy.ndarray or None")
-        self._grad = value
-        self._glazy = False
-        _track(self)
+        self._set_grad(value, True)
 
     def backward(self, retain_grad=False, create_graph=False):
         """Backpropagate from this variable to every variable it depends on.
