@@ -314,16 +314,21 @@ class Conv2DGradW(Function):
 # =============================================================================
 # max pooling / average pooling
 # =============================================================================
+def _set_window(f, name, kernel_size, stride, pad):
+    """Validate a pooling window and keep it as given (DeZero keeps ints or pairs)."""
+    _pair(f"{name}: kernel_size", kernel_size, 1)
+    _pair(f"{name}: stride", stride, 1)
+    _pair(f"{name}: pad", pad, 0)
+    f.kernel_size = kernel_size
+    f.stride = stride
+    f.pad = pad
+
+
 class Pooling(Function):
     """Max pooling over ``kernel_size`` windows (zero padding, as DeZero pads)."""
 
     def __init__(self, kernel_size, stride=1, pad=0):
-        _pair("pooling: kernel_size", kernel_size, 1)
-        _pair("pooling: stride", stride, 1)
-        _pair("pooling: pad", pad, 0)
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.pad = pad
+        _set_window(self, "pooling", kernel_size, stride, pad)
 
     def forward(self, x):
         col = im2col_array(x, self.kernel_size, self.stride, self.pad,
@@ -418,12 +423,7 @@ class AveragePooling(Function):
     """Mean over ``kernel_size`` windows (zero padding counts in the mean)."""
 
     def __init__(self, kernel_size, stride=1, pad=0):
-        _pair("average_pooling: kernel_size", kernel_size, 1)
-        _pair("average_pooling: stride", stride, 1)
-        _pair("average_pooling: pad", pad, 0)
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.pad = pad
+        _set_window(self, "average_pooling", kernel_size, stride, pad)
         self.input_shape = None
 
     def forward(self, x):
