@@ -249,6 +249,14 @@ def _render_class(op):
     w("    cdef int _arity(self) noexcept:")
     w(f"        return {n}")
     w("")
+    # --- a new instance with the same constants (the tracer replays with it)
+    w("    cdef _TableOp _fresh(self):")
+    w(f"        cdef {cls} f = <{cls}>_tp_new({cls}, _empty_tuple)")
+    w("        f._table = True")
+    for p in params:
+        w(f"        f.{p} = self.{p}")
+    w("        return f")
+    w("")
     # --- NumPy forward (what runs on arrays)
     w(f"    def forward(self, {', '.join(ins)}):")
     ptuple = "(" + "".join(f"self.{p}, " for p in params) + ")"

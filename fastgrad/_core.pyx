@@ -88,6 +88,7 @@ cdef object _np_float64 = np.float64
 cdef object _float64 = np.dtype(np.float64)
 cdef tuple _empty_tuple = ()
 cdef object _dead_ref = None     # a weakref.ref whose referent is gone
+cdef int _recording = 0           # traces being recorded, in any thread (_trace.pxi)
 
 
 def as_array(x):
@@ -212,6 +213,8 @@ cdef class _Variable:
                             f"a numpy.ndarray or None")
         self._data = data
         self._name = name
+        if _recording:
+            _trace_made(self)
 
     def __dealloc__(self):
         self._unlink()
@@ -254,10 +257,14 @@ cdef class _Variable:
     @property
     def data(self):
         """The ndarray this variable holds (or None)."""
+        if _recording:
+            _trace_touch(self, "reads .data of")
         return self._get_data()
 
     @data.setter
     def data(self, value):
+        if _recording:
+            _trace_touch(self, "assigns .data of")
         if value is not None and not isinstance(value, _ndarray):
             if isinstance(value, np.generic):
                 value = np.asarray(value)   # e.g. x.data - lr * x.grad on 0-d arrays
@@ -271,6 +278,8 @@ cdef class _Variable:
     @property
     def grad(self):
         """The gradient (an ndarray shaped like ``data``), or None."""
+        if _recording:
+            _trace_touch(self, "reads .grad of")
         return self._get_grad()
 
     @grad.setter
@@ -278,6 +287,8 @@ cdef class _Variable:
         self._set_grad(value, False)
 
     cdef int _set_grad(self, object value, bint variable_ok) except -1:
+        if _recording:
+            _trace_touch(self, "assigns .grad of")
         # The full face also stores Variables (its grads are Variables).
         if value is not None and not isinstance(value, _ndarray) and not (
                 variable_ok and isinstance(value, _Variable)):
@@ -344,6 +355,8 @@ cdef class _Variable:
         return len(self._get_data())
 
     def __repr__(self):
+        if _recording:
+            _trace_touch(self, "formats (repr/str/print)")
         data = self._get_data()
         if data is None:
             return "variable(None)"
@@ -357,6 +370,8 @@ cdef class _Variable:
 
     def cleargrad(self):
         """Forget the gradient (``grad = None``), e.g. between iterations."""
+        if _recording:
+            _trace_touch(self, "calls cleargrad() on")
         self._grad = None
         self._glazy = False
 
@@ -447,6 +462,8 @@ cdef class _Variable:
             Keep the gradients of intermediate variables (function outputs).
             By default they are cleared as soon as they have been used.
         """
+        if _recording:
+            _trace_touch(self, "calls backward() on")
         self._seed(False)
         if self._creator is not None:
             _backward(<Function>self._creator, bool(retain_grad), False)
@@ -455,6 +472,8 @@ cdef class _Variable:
         # Pickling keeps data, grad and name and drops the graph: the copy is
         # a leaf (a creator cannot be pickled meaningfully: it holds weak links
         # and Python code).
+        if _recording:
+            _trace_touch(self, "pickles")
         return (_rebuild_variable, (type(self), self._get_data(), self._name, self._get_grad()))
 
 
@@ -521,6 +540,8 @@ cdef class _GraphVariable(_Variable):
     @property
     def grad(self):
         """The gradient, a Variable shaped like ``data`` (or None)."""
+        if _recording:
+            _trace_touch(self, "reads .grad of")
         g = self._get_grad()
         if g is None or isinstance(g, _Variable):
             return g
@@ -552,6 +573,8 @@ cdef class _GraphVariable(_Variable):
         >>> x.grad                  # 6 x = 12
         variable(12.0)
         """
+        if _recording:
+            _trace_touch(self, "calls backward() on")
         self._seed(bool(create_graph))
         if self._creator is not None:
             _backward(<Function>self._creator, bool(retain_grad), bool(create_graph))
@@ -794,6 +817,9 @@ cdef class _TableOp(Function):
     cdef int _arity(self) noexcept:
         return 0
 
+    cdef _TableOp _fresh(self):
+        raise NotImplementedError   # generated for every declared op
+
     cdef tuple _array_backward(self, object gy, object buf):
         raise NotImplementedError
 
@@ -923,7 +949,14 @@ cdef inline bint _graph_protocol(Function f):
     return getattr(type(f), "_graph_backward_protocol", False)
 
 
-cdef object _call(Function f, tuple args, object face=None):
+cdef inline object _call(Function f, tuple args, object face=None):
+    """Function.__call__ (see _call_eager), seen by a trace being recorded."""
+    if _recording:
+        return _call_recorded(f, args, face)
+    return _call_eager(f, args, face)
+
+
+cdef object _call_eager(Function f, tuple args, object face):
     """Function.__call__: convert inputs, run forward, record the graph.
 
     Results are Variables of the face of the first Variable input; with no
@@ -995,7 +1028,14 @@ cdef inline int _mark(Function f, unsigned long long stamp, list restore) except
     return 0
 
 
-cdef int _backward(Function root, bint retain_grad, bint create_graph) except -1:
+cdef inline int _backward(Function root, bint retain_grad, bint create_graph) except -1:
+    return _run_backward([root], retain_grad, create_graph, None)
+
+
+cdef int _run_backward(list roots, bint retain_grad, bint create_graph,
+                       tuple boundary) except -1:
+    """Backpropagate from ``roots``; the creators of the variables in
+    ``boundary`` are not entered (a traced call's inner graph)."""
     global _stamp_counter, _active_backwards, _base_stamp
     _stamp_counter += 1
     cdef unsigned long long stamp = _stamp_counter
@@ -1007,12 +1047,18 @@ cdef int _backward(Function root, bint retain_grad, bint create_graph) except -1
     cdef _Queue queue
     cdef Function f, creator
     cdef _Variable x
-    _queue_init(&queue, root._gen)
+    cdef Py_ssize_t top = 0
+    for f in roots:
+        if f._gen > top:
+            top = f._gen
+    _queue_init(&queue, top)
     _active_backwards += 1
     _backward_begin()   # freed buffers may be reused until _backward_end
     try:
-        _mark(root, stamp, restore)
-        _queue_push(&queue, root)
+        for f in roots:
+            if f._stamp != stamp:
+                _mark(f, stamp, restore)
+                _queue_push(&queue, f)
         while queue.live:
             f = <Function>_queue_pop(&queue)
             Py_DECREF(f)            # `f` holds its own reference now
@@ -1025,6 +1071,8 @@ cdef int _backward(Function root, bint retain_grad, bint create_graph) except -1
             for v in f._inputs:
                 x = <_Variable>v
                 if x._creator is not None:
+                    if boundary is not None and v in boundary:
+                        continue
                     creator = <Function>x._creator
                     if creator._stamp != stamp:
                         _mark(creator, stamp, restore)
@@ -1046,6 +1094,8 @@ cdef inline void _clear_grad(_Variable v) noexcept:
 
 cdef int _step(Function f, bint retain_grad) except -1:
     """Run one function's backward on arrays and deliver its input gradients."""
+    if type(f) is _TracedCall:
+        return _step_traced(<_TracedCall>f, retain_grad)
     if _is_table_op(f) and f._nout == 1 and f._out1 != NULL:
         if not _pure and _step_scalar(<_TableOp>f, retain_grad):
             return 0
@@ -1333,6 +1383,8 @@ cdef int _step_graph(Function f, bint retain_grad) except -1:
     """One function's backward on Variables, recorded (create_graph=True)."""
     if f._inputs is None or f._nout == 0:
         return 0
+    if type(f) is _TracedCall:
+        return _step_traced_eagerly(<_TracedCall>f, retain_grad, True)
     gys = _output_grads(f, True)
     if gys is None:
         return 0
@@ -1435,3 +1487,6 @@ def _install_operators(cls):
     cls.__truediv__ = div
     cls.__rtruediv__ = rdiv
     cls.__pow__ = pow
+
+
+include "_trace.pxi"

@@ -66,8 +66,10 @@ def _dot_var(v, verbose=False):
 
 
 def _dot_func(f):
+    # A traced call names its function and op count.
+    name = getattr(f, "dot_label", None) or type(f).__name__
     txt = '{} [label="{}", color=lightblue, style=filled, shape=box]\n'.format(
-        id(f), _dot_label(type(f).__name__))
+        id(f), _dot_label(name))
     for x in f.inputs:
         txt += "{} -> {}\n".format(id(x), id(f))
     for ref in f.outputs:
