@@ -31,6 +31,7 @@ class TraceMismatchError(RuntimeError):
 
 
 cdef object _trace_state = _threading.local()     # .recorder: this thread's
+cdef object _F64_SCALAR = ("float64", ())          # signature of a float64 scalar leaf
 
 cdef enum:
     _INPUT = 0          # slot kinds
@@ -229,6 +230,7 @@ cdef class _Plan:
     cdef list captured          # input -> (type, shape, dtype) of a captured Variable, or None
     cdef list out_cls
     cdef list ret               # returned items: ("o", output) or ("i", input)
+    cdef bint leaves_only       # the inputs are the call's leaves (nothing captured)
     cdef int container          # 0 one Variable, 1 tuple, 2 list
 
     def __dealloc__(self):
@@ -283,6 +285,7 @@ cdef class _Plan:
                     self.scalar = False
         self.sources = []
         self.captured = []
+        self.leaves_only = True
         for j in range(self.nin):
             self.in_slot[j] = rec.input_slots[j]
             if not isinstance(rec.objs[rec.input_slots[j]], _Variable):
@@ -292,6 +295,7 @@ cdef class _Plan:
                 self.sources.append(src)
                 self.captured.append(None)
             else:
+                self.leaves_only = False
                 self.sources.append(weakref.ref(src))
                 d = (<_Variable>src)._get_data()
                 self.captured.append((type(src), d.shape, d.dtype))
@@ -359,6 +363,8 @@ cdef class _Plan:
 
     cdef list _inputs_now(self, list leaves):
         """The input objects for this call; None if a captured Variable changed."""
+        if self.leaves_only:
+            return leaves
         ins = []
         for j in range(self.nin):
             src = self.sources[j]
@@ -376,6 +382,8 @@ cdef class _Plan:
         return ins
 
     cdef object _result(self, list outs, list ins):
+        if self.container == 0 and self.nout == 1:
+            return outs[0]
         items = [outs[j] if kind == "o" else ins[j] for kind, j in self.ret]
         if self.container == 0:
             return items[0]
@@ -635,15 +643,19 @@ cdef int _signature(object a, list leaves, list key) except -1:
                 key.append(i)           # the same object twice
                 return 0
         leaves.append(a)
+        key.append(t)
         if isinstance(a, _Variable):
             if (<_Variable>a)._lazy:
-                key.append((t, (), _float64))
+                key.append(_F64_SCALAR)     # however the value is held
                 return 0
             a = (<_Variable>a)._data
             if a is None:
-                key.append((t, None))
+                key.append(None)
                 return 0
-        key.append((t, a.shape, a.dtype))
+        if _is_f64_scalar_array(a):
+            key.append(_F64_SCALAR)
+        else:
+            key.append((a.shape, a.dtype))
     elif t is tuple or t is list:
         key.append((t, len(a)))
         for item in a:

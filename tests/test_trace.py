@@ -19,6 +19,13 @@ from fastgrad import TraceMismatchError, TraceWarning, Variable, trace
 from fastgrad._optable import OPS, REQUIRED
 
 FACES = [pytest.param(fg, id="stage2"), pytest.param(dz, id="full")]
+# Without the compiled scalar path every plan replays through the engine.
+C_LOOPS = not fg.PURE
+
+
+def one_node(y):
+    """Is ``y`` the result of a C replay (when those exist)?"""
+    return isinstance(y.creator, core._TracedCall) == C_LOOPS
 
 
 def goldstein(x, y):
@@ -68,7 +75,7 @@ def test_scalar_replay_is_bit_identical_to_eager(face, fn):
         assert got == run(fn, face, values)
     assert "1 plan" in repr(t)
     y = t(face.Variable(np.array(0.5)), face.Variable(np.array(0.25)))
-    assert isinstance(y.creator, core._TracedCall)
+    assert one_node(y)
     assert isinstance(y, face.Variable)
 
 
@@ -126,7 +133,7 @@ def test_no_grad_replays_forward_only():
     assert a.creator is None
     assert bits(a) == bits(goldstein(x, y))
     b = replayed(t, x, y)                   # its own signature, with a graph
-    assert isinstance(b.creator, core._TracedCall)
+    assert one_node(b) and b.creator is not None
     assert "2 plans" in repr(t)
 
 
@@ -274,18 +281,21 @@ def test_traced_call_is_one_node_among_others():
 def test_traced_call_inside_a_million_op_chain():
     t = trace(smooth)
     t(Variable(np.array(0.3)), Variable(np.array(0.2)))
-    x = Variable(np.array(0.3))
-    y = x
-    for i in range(500_000):
-        y = y * 1.0
-    y = t(y, x)
-    for i in range(500_000):
-        y = y * 1.0
-    y.backward()
-    x2 = Variable(np.array(0.3))
-    smooth(x2, x2).backward()
-    assert x.grad == x2.grad
-    del y
+
+    def grad_through_chain(fn):
+        x = Variable(np.array(0.3))
+        y = x
+        for i in range(500_000):
+            y = y * 1.0
+        y = fn(y, x)
+        for i in range(500_000):
+            y = y * 1.0
+        y.backward()
+        return x.grad
+    # The traced call is one node: x's contributions from inside it arrive
+    # together, not interleaved with the chain's, so only rounding may differ.
+    np.testing.assert_allclose(grad_through_chain(t), grad_through_chain(smooth),
+                               rtol=1e-13)
 
 
 def test_threads_share_a_plan():
@@ -318,8 +328,12 @@ def test_create_graph_through_a_replay_falls_back():
     t(dz.Variable(np.array(1.0)))
     x = dz.Variable(np.array(1.2))
     y = t(x)
-    with pytest.warns(TraceWarning, match="create_graph"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         y.backward(create_graph=True)
+    assert [str(w.message) for w in caught if w.category is TraceWarning] == (
+        ["fastgrad.trace(f): a backward(create_graph=True) went through a replay; "
+         "this call signature runs eagerly from now on"] if C_LOOPS else [])
     gx = x.grad
     x.cleargrad()
     gx.backward()
@@ -394,7 +408,7 @@ def test_operations_on_constants_are_allowed():
         replayed(t, Variable(np.array(1.0)))
         y = t(Variable(np.array(2.0)))
     assert y.data == 2.0 * math.exp(2.0) * 3 + 2.0
-    assert isinstance(y.creator, core._TracedCall)
+    assert one_node(y)
 
 
 def test_check_catches_a_baked_global():
@@ -428,9 +442,10 @@ def test_arguments_and_errors():
         trace(lambda x: x + object())(Variable(np.array(1.0)))
     with pytest.warns(TraceWarning, match="hashable"):
         assert trace(lambda x, d: x + 1)(Variable(np.array(1.0)), {"a": {1}}).data == 2.0
-    with pytest.raises(TypeError, match="traced call"):
-        y = replayed(trace(lambda x: x + 1), Variable(np.array(1.0)))
-        y.creator.backward(np.array(1.0))
+    if C_LOOPS:
+        with pytest.raises(TypeError, match="traced call"):
+            y = replayed(trace(lambda x: x + 1), Variable(np.array(1.0)))
+            y.creator.backward(np.array(1.0))
 
 
 def test_methods_and_nested_traces():
@@ -460,8 +475,11 @@ def test_dot_graph_draws_one_box():
     x, y = dz.Variable(np.array(0.5)), dz.Variable(np.array(0.5))
     z = replayed(t, x, y)
     dot = get_dot_graph(z)
-    assert "trace(goldstein): 38 ops" in dot
-    assert dot.count("shape=box") == 1
+    if C_LOOPS:
+        assert "trace(goldstein): 38 ops" in dot
+        assert dot.count("shape=box") == 1
+    else:
+        assert dot.count("shape=box") == 38
 
 
 # ------------------------------------------------------ random programs

@@ -23,6 +23,9 @@ PEER_INFO = {
                  "need functions)", "fastgrad", "pip install ."),
     "fastgrad-pure": ("fastgrad with FASTGRAD_PURE=1 (no compiled kernels), in a "
                       "child process", "fastgrad", "pip install ."),
+    "fastgrad-trace": ("fastgrad with the workload traced: fastgrad.trace(fn), "
+                       "recorded on the first call, replayed after", "fastgrad",
+                       "pip install ."),
     "dezero": ("DeZero 0.0.13 stage 2: dezero.core_simple", "dezero",
                "pip install dezero==0.0.13 matplotlib"),
     "dezero-full": ("DeZero 0.0.13 dezero.core + dezero.functions (grads are "
@@ -242,6 +245,41 @@ class Tape(Peer):
         return both
 
 
+class TracedTape(Tape):
+    """fastgrad calling ``fastgrad.trace`` of the workload's function."""
+
+    def __init__(self, name, Variable, Function, F, full, trace):
+        super().__init__(name, Variable, Function, F, full)
+        self.trace = trace
+        self._traced = {}
+
+    def _traced_fn(self, fn):
+        t = self._traced.get(fn)
+        if t is None:
+            F = self.F
+            t = self._traced[fn] = self.trace(lambda *args: fn(F, *args))
+        return t
+
+    def forward(self, fn, leaves, consts):
+        return self._traced_fn(fn)(*leaves, *consts)
+
+    def grad2(self, fn, x0, notes):
+        # The first derivative through the replay; the second needs
+        # create_graph, which a replay cannot record: the eager graph.
+        V, F, traced = self.V, self.F, self._traced_fn(fn)
+
+        def both(x):
+            v = V(np.array(x))
+            traced(v).backward()
+            w = V(np.array(x))
+            fn(F, w).backward(create_graph=True)
+            gx = w.grad
+            w.cleargrad()
+            gx.backward()
+            return float(v.grad.data), float(w.grad.data)
+        return both
+
+
 class Torch(Peer):
     capabilities = ("user_function", "grad2")
 
@@ -458,19 +496,22 @@ def _fastgrad(name, full):
         raise Unavailable("FASTGRAD_PURE=1 was not honoured by the engine")
     versions = {"fastgrad": getattr(fg, "__version__", None),
                 "PURE": getattr(fg, "PURE", None)}
+    if name == "fastgrad-trace" and not hasattr(fg, "trace"):
+        raise Unavailable("this fastgrad has no fastgrad.trace")
     # Until the functions module exists, the engine's own elementwise ops
     # (fastgrad._core, the full face's through FULL_FACE_FUNCTIONS) are it.
     core = getattr(fg, "_core", None)
     if not full:
         F = _module("fastgrad.functions") or core
-        peer = Tape(name, fg.Variable, fg.Function, module_vocab(F), full=False)
+        args = (name, fg.Variable, fg.Function, module_vocab(F), False)
     else:
         dz = _module("fastgrad.dezero")
         if dz is None:
             raise Unavailable("this fastgrad has no fastgrad.dezero (the full face)")
         F = _module("fastgrad.dezero.functions") or types.SimpleNamespace(
             **getattr(core, "FULL_FACE_FUNCTIONS", {}))
-        peer = Tape(name, dz.Variable, dz.Function, module_vocab(F), full=True)
+        args = (name, dz.Variable, dz.Function, module_vocab(F), True)
+    peer = TracedTape(*args, trace=fg.trace) if name == "fastgrad-trace" else Tape(*args)
     peer.versions = versions
     return peer
 
@@ -487,7 +528,7 @@ def _dezero(name, full):
 
 _FACTORIES = {
     "numpy": lambda name, full: Numpy(name),
-    "fastgrad": _fastgrad, "fastgrad-pure": _fastgrad,
+    "fastgrad": _fastgrad, "fastgrad-pure": _fastgrad, "fastgrad-trace": _fastgrad,
     "dezero": _dezero, "dezero-full": _dezero,
     "torch": lambda name, full: Torch(name),
     "autograd": lambda name, full: Autograd(name),

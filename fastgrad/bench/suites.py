@@ -68,6 +68,7 @@ class Suite:
     per_op = False
     geomean = False
     exclude = ()          # peers that do not take part
+    traced = False        # fastgrad-trace takes part (scalar workloads of table ops)
     tiers = {}
     rtol = 1e-6
 
@@ -81,6 +82,8 @@ class Suite:
         """Why ``peer_name`` does not take ``case`` (None when it does)."""
         if peer_name in self.exclude:
             return "not in this suite"
+        if peer_name == "fastgrad-trace" and not self.traced:
+            return "not a workload for the tracer (scalar table ops)"
         for name, what, limit, why in LIMITS:
             if name == peer_name and what == "ops" and case.ops > limit:
                 return f"{case.ops} ops > {limit}: {why}"
@@ -162,11 +165,17 @@ class Overhead(Suite):
     name = "overhead"
     title = "overhead: Goldstein-Price, 1000-step chain y=y*1.0001+0.5, user Function chain"
     per_op = True
+    traced = True
     cases_ = [("goldstein", {}), ("chain", {"steps": 1000}), ("userfunc", {"length": 10_000})]
     tiers = {"quick": cases_, "default": cases_, "full": cases_}
 
     def ops(self, w, p):
         return {"goldstein": 38, "chain": 2 * p.get("steps", 0)}.get(w, p.get("length"))
+
+    def refusal(self, case, peer_name):
+        if peer_name == "fastgrad-trace" and case.workload == "userfunc":
+            return "a user Function: the trace runs it eagerly"
+        return super().refusal(case, peer_name)
 
     def work(self, case, peer):
         one = [np.array(1.0)]
@@ -303,6 +312,7 @@ class ScalarFns(Suite):
     title = "scalar-fns: exp(sin x) cos y + tanh(xy) - log(x+2) sqrt(y^2+1), 0-d"
     full, needs = True, ("exp", "sin", "cos", "tanh", "log", "sqrt")
     exclude = ("numpy",)
+    traced = True
     tiers = dict.fromkeys(("quick", "default", "full"), [("expr", {})])
 
     def ops(self, w, p):
@@ -321,6 +331,7 @@ class Newton(Suite):
     full, needs = True, ("grad2",)
     rows = ("total",)
     exclude = ("numpy",)
+    traced = True
     tiers = dict.fromkeys(("quick", "default", "full"), [("quartic", {"steps": 10})])
     rtol = 1e-9
 
@@ -331,6 +342,28 @@ class Newton(Suite):
     def reference(self, case):
         return {"out": _newton(lambda x: (4 * x ** 3 - 4 * x, 12 * x ** 2 - 4), 2.0,
                                case.params["steps"])}
+
+
+def rosenbrock(F, x0, x1):
+    return 100 * (x1 - x0 ** 2) ** 2 + (x0 - 1) ** 2
+
+
+class Loop(Suite):
+    """The README's loop: forward, backward and the ``.data`` update of
+    plain gradient descent, one iteration per timed call."""
+
+    name = "loop"
+    title = "loop: gradient descent on Rosenbrock, lr 0.001 (book step 28), one iteration"
+    rows = ("fwd", "bwd", "sgd", "total")
+    exclude = ("numpy",)
+    traced = True
+    tiers = dict.fromkeys(("quick", "default", "full"), [("rosenbrock", {})])
+
+    def ops(self, w, p):
+        return 7
+
+    def work(self, case, peer):
+        return Work(rosenbrock, [np.array(0.0), np.array(2.0)], lr=0.001)
 
 
 class Lstsq(Suite):
@@ -401,4 +434,4 @@ class Memory(Suite):
 
 
 SUITES = {s.name: s for s in (Overhead(), Scaling(), Kernels(), ScalarFns(), Newton(),
-                              Lstsq(), Mlp(), Unary(), Memory())}
+                              Loop(), Lstsq(), Mlp(), Unary(), Memory())}

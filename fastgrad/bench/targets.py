@@ -1,6 +1,8 @@
 """The acceptance targets, as data, and their evaluation on a run.
 
-A row is ``(kind, case, peer, phase, threshold)``:
+A row is ``(kind, case, peer, phase, threshold)``, optionally followed by
+the peer it is measured against (fastgrad by default: ratios are peer time /
+base time, paired round by round):
 
 * ``ratio``: the median per-round ratio peer / fastgrad of ``case`` must be
   at least ``threshold``;
@@ -11,6 +13,9 @@ A row is ``(kind, case, peer, phase, threshold)``:
 
 A target whose cells were not measured in a run is "n/a", never a pass.
 """
+import statistics
+
+from . import peers as P
 from .report import exponents, fmt_ratio, geomean
 
 TARGETS = (
@@ -37,7 +42,27 @@ TARGETS = (
     ("geomean", "lstsq", "dezero-full", "total", 1),
     ("ratio", "mlp spiral 10", "dezero-full", "total", 5),
     ("ratio", "mlp spiral 10", "torch", "total", 2),
+    # fastgrad.trace.
+    ("ratio", "overhead goldstein", "jax-jit", "total", 2, "fastgrad-trace"),
+    ("ratio", "overhead goldstein", "dezero", "total", 100, "fastgrad-trace"),
+    ("ratio", "overhead chain 1e3", "jax-jit", "total", 2, "fastgrad-trace"),
+    ("ratio", "loop rosenbrock", "fastgrad", "total", 5, "fastgrad-trace"),
 )
+
+
+def _paired(rec, peer, base, phase):
+    """Median over rounds of peer time / base time in ``rec``."""
+    a = rec["peers"].get(peer, {})
+    b = rec["peers"].get(base, {})
+    if a.get("status") != "ok" or b.get("status") != "ok":
+        return None
+    sa, sb = a["phases"].get(phase), b["phases"].get(phase)
+    if sa is None or sb is None:
+        return None
+    pairs = list(zip(sa["samples"], sb["samples"]))
+    if a.get("single") or b.get("single") or len(pairs) < 1:
+        pairs = [(sa["median"], sb["median"])]
+    return statistics.median([x / y for x, y in pairs])
 
 
 def evaluate(doc, targets=TARGETS):
@@ -45,9 +70,15 @@ def evaluate(doc, targets=TARGETS):
     ratios = {(r["label"], peer, ph): v["median"] for r in doc["results"]
               for peer, by_phase in r["ratios"].items() for ph, v in by_phase.items()}
     exps = {(e["workload"], e["peer"], e["phase"]): e for e in exponents(doc)}
+    by_label = {r["label"]: r for r in doc["results"]}
     out = []
-    for kind, case, peer, phase, threshold in targets:
-        if kind == "exponent":
+    for kind, case, peer, phase, threshold, *rest in targets:
+        base = rest[0] if rest else P.REFERENCE
+        if base != P.REFERENCE:
+            rec = by_label.get(case)
+            value = rec and _paired(rec, peer, base, phase)
+            text = f"{case} {phase}: {peer}/{base} >= {threshold}x"
+        elif kind == "exponent":
             e = exps.get((case, peer, phase))
             value = e and e["exponent"]
             text = f"{case} {phase} growth exponent of {peer} <= {threshold}"
