@@ -493,7 +493,11 @@ PARAMS = {"pow": [{"c": c} for c in (2, 3, 0.5, -1, 1.5, 2.0)],
 @st.composite
 def table_programs(draw):
     nleaves = draw(st.integers(1, 3))
-    leaves = [draw(st.floats(-1.5, 1.5)) for _ in range(nleaves)]
+    shape = draw(st.sampled_from([(), (), (3,), (2, 3)]))   # 0-d: the C loops
+    dtype = draw(st.sampled_from([np.float64, np.float64, np.float32])) if shape else np.float64
+    leaves = [np.asarray(np.full(shape, draw(st.floats(-1.5, 1.5)))
+                         + np.linspace(0, 0.5, int(np.prod(shape))).reshape(shape), dtype)
+              for _ in range(nleaves)]
     steps = []
     for _ in range(draw(st.integers(1, 12))):
         op = draw(st.sampled_from(OPS))
@@ -533,10 +537,10 @@ def test_random_table_programs(prog):
         return run_program(steps, xs)
     t = trace(fn)
     with np.errstate(all="ignore"):
-        t(*[Variable(np.array(v)) for v in leaves])
+        t(*[Variable(v.copy()) for v in leaves])
         res = []
         for f in (fn, t):
-            xs = [Variable(np.array(v)) for v in leaves]
+            xs = [Variable(v.copy()) for v in leaves]
             y = f(*xs)
             y.backward()
             res.append([bits(y)] + [bits(grad_array(x)) if x.grad is not None else None

@@ -106,7 +106,7 @@ def load_dezero():
 # ---------------------------------------------------------------------------
 ELEMENTWISE = ("exp", "sin", "cos", "tanh", "log", "sqrt", "sigmoid")
 FUNCTIONS = ELEMENTWISE + ("matmul", "linear", "mean_squared_error",
-                           "softmax_cross_entropy")
+                           "softmax_cross_entropy", "conv2d", "pooling")
 
 
 def array_vocab(xp, **override):
@@ -294,7 +294,8 @@ class Torch(Peer):
         self.F = types.SimpleNamespace(
             **{n: getattr(torch, n) for n in ELEMENTWISE}, matmul=torch.matmul,
             linear=lambda x, W, b=None: x @ W if b is None else torch.addmm(b, x, W),
-            mean_squared_error=tF.mse_loss, softmax_cross_entropy=tF.cross_entropy)
+            mean_squared_error=tF.mse_loss, softmax_cross_entropy=tF.cross_entropy,
+            conv2d=tF.conv2d, pooling=tF.max_pool2d)
         self.versions = {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
     def prepare(self, a):
@@ -344,12 +345,28 @@ class Torch(Peer):
         return both
 
 
+def _np_conv2d(x, W, b=None, stride=1, pad=0):
+    """DeZero's conv2d forward in plain NumPy (the reference's)."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    kh, kw = W.shape[2:]
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    y = np.einsum("nchwij,ocij->nohw", win[:, :, ::stride, ::stride], W)
+    return y if b is None else y + b.reshape(1, -1, 1, 1)
+
+
+def _np_pooling(x, kernel_size, stride=1, pad=0):
+    """DeZero's max pooling forward in plain NumPy."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=-np.inf)
+    win = np.lib.stride_tricks.sliding_window_view(x, (kernel_size, kernel_size), axis=(2, 3))
+    return win[:, :, ::stride, ::stride].max(axis=(4, 5))
+
+
 class Numpy(Peer):
     kind = "forward"
 
     def __init__(self, name):
         super().__init__(name)
-        self.F = array_vocab(np)
+        self.F = array_vocab(np, conv2d=_np_conv2d, pooling=_np_pooling)
 
     def user_function(self, forward, backward):
         return forward

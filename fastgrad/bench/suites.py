@@ -405,22 +405,73 @@ class Mlp(Suite):
     full, needs = True, ("linear", "sigmoid", "softmax_cross_entropy")
     rows = ("fwd", "bwd", "total")
     exclude = ("numpy",)
-    tiers = dict.fromkeys(("quick", "default", "full"), [("spiral", {"hidden": 10})])
+    cases_ = [("spiral", {"hidden": 10}), ("mnist", {"hidden": 100})]
+    tiers = {"quick": cases_[:1], "default": cases_, "full": cases_}
 
     def ops(self, w, p):
         return 4
 
-    def work(self, case, peer):
-        x, t = spiral()
+    def data(self, case):
+        """(x, t, params, lr): the spiral's 300 points, or a random batch of
+        100 MNIST-sized rows (784 features, 10 classes)."""
         h = case.params["hidden"]
         rng = np.random.default_rng(0)
-        params = [rng.standard_normal((2, h)) * math.sqrt(1 / 2), np.zeros(h),
-                  rng.standard_normal((h, 3)) * math.sqrt(1 / h), np.zeros(3)]
+        if case.workload == "spiral":
+            (x, t), n_in, n_out, lr = spiral(), 2, 3, 1.0
+        else:
+            n_in, n_out, lr = 784, 10, 0.1
+            x, t = rng.random((100, n_in)), rng.integers(0, n_out, 100)
+        params = [rng.standard_normal((n_in, h)) * math.sqrt(1 / n_in), np.zeros(h),
+                  rng.standard_normal((h, n_out)) * math.sqrt(1 / h), np.zeros(n_out)]
+        return x, t, params, lr
+
+    def work(self, case, peer):
+        x, t, params, lr = self.data(case)
 
         def loss(F, W1, b1, W2, b2, x, t):
             return F.softmax_cross_entropy(
                 F.linear(F.sigmoid(F.linear(x, W1, b1)), W2, b2), t)
-        return Work(loss, params, [x, t], lr=1.0, copy=True)
+        return Work(loss, params, [x, t], lr=lr, copy=True)
+
+    def reference(self, case):
+        """Backpropagation written out in NumPy (central differences over
+        the MNIST-sized net's 79,510 parameters would take minutes)."""
+        x, t, (W1, b1, W2, b2), lr = self.data(case)
+        h = 1 / (1 + np.exp(-(x @ W1 + b1)))
+        s = h @ W2 + b2
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        n = len(t)
+        loss = -np.mean(np.log(p[np.arange(n), t]))
+        ds = p.copy()
+        ds[np.arange(n), t] -= 1
+        ds /= n
+        dh = (ds @ W2.T) * h * (1 - h)
+        grads = [x.T @ dh, dh.sum(axis=0), h.T @ ds, ds.sum(axis=0)]
+        return {"out": np.asarray(loss), "g": grads,
+                "new": [w - lr * g for w, g in zip((W1, b1, W2, b2), grads)]}
+
+
+class Conv(Suite):
+    name = "conv"
+    title = ("conv: conv2d 3x3 (pad 1) then 2x2 max pooling, batch of 8 images, "
+             "gradients of the filters and biases")
+    full, needs = True, ("conv2d", "pooling")
+    rows = ("fwd", "bwd", "total")
+    exclude = ("numpy",)
+    tiers = {"quick": [("small", {"channels": 1, "filters": 4, "size": 16})],
+             "default": [("small", {"channels": 1, "filters": 4, "size": 16}),
+                         ("rgb", {"channels": 3, "filters": 8, "size": 32})],
+             "full": [("small", {"channels": 1, "filters": 4, "size": 16}),
+                      ("rgb", {"channels": 3, "filters": 8, "size": 32})]}
+
+    def work(self, case, peer):
+        c, o, n = case.params["channels"], case.params["filters"], case.params["size"]
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((8, c, n, n))
+        W = rng.standard_normal((o, c, 3, 3)) * math.sqrt(1 / (9 * c))
+        return Work(lambda F, W, b, x: F.pooling(F.conv2d(x, W, b, 1, 1), 2, 2),
+                    [W, np.zeros(o)], [x])
 
 
 class Memory(Suite):
@@ -434,4 +485,4 @@ class Memory(Suite):
 
 
 SUITES = {s.name: s for s in (Overhead(), Scaling(), Kernels(), ScalarFns(), Newton(),
-                              Loop(), Lstsq(), Mlp(), Unary(), Memory())}
+                              Loop(), Lstsq(), Mlp(), Conv(), Unary(), Memory())}
