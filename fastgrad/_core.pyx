@@ -205,7 +205,7 @@ cdef class _Variable:
     cdef Py_ssize_t _slot       # index among the creator's outputs
     cdef bint _lazy             # data is the float64 scalar _sv, not yet an array
     cdef bint _glazy            # grad is the float64 scalar _gv, not yet an array
-    cdef bint _const            # made by the engine from a Python scalar operand
+    cdef bint _const            # made by the engine from a non-Variable operand
 
     def __init__(self, data, name=None):
         if data is not None and not isinstance(data, _ndarray):
@@ -906,19 +906,33 @@ include "_optable.pxi"
 
 # ---------------------------------------------------------------- __call__
 
+cdef inline _Variable _constant(object data, object cls):
+    # The engine's Variable around a non-Variable operand: nobody holds it,
+    # so no gradient is stored for it (and functions may skip computing one).
+    cdef _Variable v = _wrap_data(data, cls)
+    v._const = True
+    return v
+
+
+def _needs_grad(v):
+    """False for the engine's Variable around an ndarray or number operand:
+    its gradient can never be read, so a backward may return None for it."""
+    return not (isinstance(v, _Variable) and (<_Variable>v)._const)
+
+
 cdef object _input_variable(Function f, object x, list datas, object cls):
     """Convert one argument of a Function call to a Variable."""
     if isinstance(x, _Variable):
         return x
     if isinstance(x, _ndarray):
-        return _wrap_data(x, cls)
+        return _constant(x, cls)
     if isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic):
         # Python scalars are weak (NEP 50): float32 data * 2.0 stays float32.
         if datas:
-            return _wrap_data(np.asarray(x, dtype=np.result_type(*datas, x)), cls)
-        return _wrap_data(np.asarray(x), cls)
+            return _constant(np.asarray(x, dtype=np.result_type(*datas, x)), cls)
+        return _constant(np.asarray(x), cls)
     if isinstance(x, np.generic):
-        return _wrap_data(np.asarray(x), cls)
+        return _constant(np.asarray(x), cls)
     if x is None:
         raise TypeError(f"{type(f).__name__}: None is not a valid input "
                         f"(expected a Variable, an ndarray or a number)")

@@ -33,6 +33,7 @@ from fastgrad._array_utils import (
     sum_to as _sum_to_array,
 )
 from fastgrad._core import GraphFunction as Function
+from fastgrad._core import _needs_grad
 from fastgrad._core import (  # noqa: F401 - re-exported elementwise vocabulary
     Abs,
     Add,
@@ -449,17 +450,22 @@ def _matmul_array(name, x, W):
 
 def _matmul_backward(gy, x, W):
     # gx = gy W^T, gW = x^T gy, with 1-d operands promoted to matrices and
-    # batch axes summed back to each operand's own shape.
+    # batch axes summed back to each operand's own shape.  No product for an
+    # operand that was a plain array (the data of a layer, say).
     if x.ndim == 2 and W.ndim == 2:
-        return matmul(gy, transpose(W)), matmul(transpose(x), gy)
+        return (matmul(gy, transpose(W)) if _needs_grad(x) else None,
+                matmul(transpose(x), gy) if _needs_grad(W) else None)
     x_shape, W_shape = tuple(x.shape), tuple(W.shape)
     x2 = x if len(x_shape) > 1 else reshape(x, (1,) + x_shape)
     W2 = W if len(W_shape) > 1 else reshape(W, W_shape + (1,))
     batch = np.broadcast_shapes(tuple(x2.shape[:-2]), tuple(W2.shape[:-2]))
     gy2 = reshape(gy, batch + (x2.shape[-2], W2.shape[-1]))
-    gx = sum_to(matmul(gy2, _swap_last2(W2)), tuple(x2.shape))
-    gW = sum_to(matmul(_swap_last2(x2), gy2), tuple(W2.shape))
-    return reshape(gx, x_shape), reshape(gW, W_shape)
+    gx = gW = None
+    if _needs_grad(x):
+        gx = reshape(sum_to(matmul(gy2, _swap_last2(W2)), tuple(x2.shape)), x_shape)
+    if _needs_grad(W):
+        gW = reshape(sum_to(matmul(_swap_last2(x2), gy2), tuple(W2.shape)), W_shape)
+    return gx, gW
 
 
 class MatMul(Function):

@@ -629,3 +629,34 @@ ERRORS = [
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, W, b: F.linear(x, W, b),
+    lambda x, W, b: F.matmul(x, W) + b,
+    lambda x, W, b: F.matmul(x.reshape(2, 3, 4) if isinstance(x, fastgrad.Variable)
+                             else x.reshape(2, 3, 4), W) + b,
+    lambda x, W, b: F.sum(fdz.functions_conv.conv2d(
+        x.reshape(1, 1, 3, 8) if isinstance(x, fastgrad.Variable) else x.reshape(1, 1, 3, 8),
+        W.reshape(5, 1, 2, 2), b, 1, 1)),
+], ids=["linear", "matmul", "batched", "conv2d"])
+def test_array_operands_get_no_gradient_and_change_nothing(fn):
+    # An ndarray operand (a layer's input data) is wrapped in a Variable
+    # nobody holds: no gradient is stored for it, and the products that
+    # only it needs are skipped; the parameters' grads are unchanged.
+    rng = np.random.default_rng(3)
+    xv, Wv, bv = rng.normal(size=(6, 4)), rng.normal(size=(4, 5)), rng.normal(size=5)
+    grads = []
+    for as_variable in (True, False):
+        W, b = fdz.Variable(Wv.copy()), fdz.Variable(bv.copy())
+        x = fdz.Variable(xv.copy()) if as_variable else xv.copy()
+        y = fn(x, W, b)
+        y.backward()
+        grads.append((W.grad.data.tobytes(), b.grad.data.tobytes()))
+        if not as_variable:
+            f = y.creator
+            while not any(v.creator is None and v.data.size == 24 for v in f.inputs):
+                f = next(v.creator for v in f.inputs if v.creator is not None)
+            wrapped = next(v for v in f.inputs if v.creator is None and v.data.size == 24)
+            assert wrapped.grad is None
+    assert grads[0] == grads[1]

@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 
 from fastgrad import functions as _F
+from fastgrad._core import _needs_grad
 from fastgrad.dezero.core import Function, as_variable
 
 __all__ = [
@@ -168,8 +169,10 @@ class Conv2d(Function):
 
     def backward(self, gy):
         x, W = self.inputs[0], self.inputs[1]
-        gx = deconv2d(gy, W, b=None, stride=self.stride, pad=self.pad,
-                      outsize=(x.shape[2], x.shape[3]))
+        gx = None   # input images given as arrays need no gradient
+        if _needs_grad(x):
+            gx = deconv2d(gy, W, b=None, stride=self.stride, pad=self.pad,
+                          outsize=(x.shape[2], x.shape[3]))
         gW = Conv2DGradW(self)(x, gy)
         if len(self.inputs) < 3:
             return gx, gW
