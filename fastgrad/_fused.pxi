@@ -93,11 +93,11 @@ cdef class _Program:
             self.code[i].value = value
 
 
-cdef void _run_block(_Program prog, floating** reg, Py_ssize_t m, const double* params,
-                     int t) noexcept nogil:
+cdef void _run_block(const _Instr* code, int ncode, floating** reg, Py_ssize_t m,
+                     const double* params, int t) noexcept nogil:
     cdef int k
     cdef Py_ssize_t i
-    cdef _Instr* ins
+    cdef const _Instr* ins
     cdef floating* d
     cdef floating* a
     cdef floating* b
@@ -107,8 +107,8 @@ cdef void _run_block(_Program prog, floating** reg, Py_ssize_t m, const double* 
     cdef cnp.npy_intp n = m
     cdef cnp.npy_intp steps[3]
     steps[0] = steps[1] = steps[2] = sizeof(floating)
-    for k in range(prog.n):
-        ins = &prog.code[k]
+    for k in range(ncode):
+        ins = &code[k]
         d = reg[ins.dst]
         a = reg[ins.a]
         b = reg[ins.b]
@@ -185,7 +185,7 @@ cdef void _run(_Program prog, floating** ins, floating* out, Py_ssize_t size,
         for r in range(prog.nin):
             reg[r] = ins[r] + start
         reg[prog.out] = out + start
-        _run_block(prog, reg, m, params, t)
+        _run_block(prog.code, prog.n, reg, m, params, t)
         start += m
 
 

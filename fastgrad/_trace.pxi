@@ -38,6 +38,8 @@ cdef enum:
     _CONST = 1
     _NODE = 2
     _MAX_PLANS = 256    # signatures per traced function before new ones run eagerly
+    _PLAN_BLOCK = 512   # elements per block of a fused plan's program
+    _PLAN_MAX_REGS = 64
 
 
 cdef inline _Recorder _active_recorder():
@@ -86,11 +88,11 @@ cdef class _Recorder:
     cdef dict slots         # id(Variable or ndarray) -> slot
     cdef set made           # ids of Variables made inside the function (constants)
     cdef list keep          # the objects behind those ids, alive while recording
-    cdef list kinds         # slot -> _INPUT, _CONST or _NODE
-    cdef list objs          # slot -> the Variable/array/number eager saw there
+    cdef readonly list kinds    # slot -> _INPUT, _CONST or _NODE
+    cdef readonly list objs     # slot -> the Variable/array/number eager saw there
     cdef list inputs        # input slot -> leaf index (int) or a captured Variable
-    cdef list input_slots
-    cdef list nodes         # (op template, operand slots, output slot, face)
+    cdef readonly list input_slots
+    cdef readonly list nodes    # (op template, operand slots, output slot, face)
     cdef bint scalar        # every op took the C scalar path
     cdef bint backprop
     cdef public object reason   # why this signature cannot be replayed
@@ -160,7 +162,7 @@ cdef class _Recorder:
             for o in (out if isinstance(out, list) else [out]):
                 self.constant(o)
             return 0
-        if not f._table:
+        if not f._table and not _is_full_sum(f, args):
             self.reason = (f"it calls {type(f).__name__}, which is not an op of "
                            f"fastgrad's table")
             return 0
@@ -170,8 +172,8 @@ cdef class _Recorder:
         operands = tuple([self._operand(a) for a in args])
         if not (<_Variable>out)._lazy:
             self.scalar = False
-        self.nodes.append(((<_TableOp>f)._fresh(), operands,
-                           self._slot(out, _NODE, True), face))
+        template = (<_TableOp>f)._fresh() if f._table else _SUM
+        self.nodes.append((template, operands, self._slot(out, _NODE, True), face))
         return 0
 
     cdef _Plan finish(self, object result, str name):
@@ -197,6 +199,14 @@ cdef class _Recorder:
             ret.append(s)
         plan._build(self, container, ret)
         return plan
+
+
+cdef object _SUM = ("sum",)      # a node that sums all elements (fastgrad's Sum)
+
+
+cdef bint _is_full_sum(Function f, tuple args):
+    return (len(args) == 1 and type(f) is _functions().Sum
+            and getattr(f, "axis", 0) is None and not getattr(f, "keepdims", True))
 
 
 # ---------------------------------------------------------------- plans
@@ -231,6 +241,18 @@ cdef class _Plan:
     cdef list out_cls
     cdef list ret               # returned items: ("o", output) or ("i", input)
     cdef bint leaves_only       # the inputs are the call's leaves (nothing captured)
+    cdef int* in_target         # input -> index among the Variable inputs, or -1
+    cdef list var_inputs        # the inputs that are Variables (receive grads)
+    # fused array plans: one pass forward, one pass backward
+    cdef bint fused
+    cdef bint sum_last          # the result is the sum of the last op's array
+    cdef object shape
+    cdef int typenum
+    cdef _Instr* fcode
+    cdef _Instr* bcode
+    cdef int nfcode, nbcode, fregs, bregs, fout, nbout
+    cdef int* bout              # registers of the input grads
+    cdef int* bgrad             # their inputs
     cdef int container          # 0 one Variable, 1 tuple, 2 list
 
     def __dealloc__(self):
@@ -241,6 +263,11 @@ cdef class _Plan:
         free(self.in_slot)
         free(self.out_slot)
         free(self.slot_out)
+        free(self.in_target)
+        free(self.fcode)
+        free(self.bcode)
+        free(self.bout)
+        free(self.bgrad)
 
     cdef int _build(self, _Recorder rec, int container, list ret) except -1:
         cdef Py_ssize_t k, s, j
@@ -286,9 +313,17 @@ cdef class _Plan:
         self.sources = []
         self.captured = []
         self.leaves_only = True
+        self.in_target = <int*>malloc(max(1, self.nin) * sizeof(int))
+        if self.in_target == NULL:
+            raise MemoryError()
+        nvars = 0
         for j in range(self.nin):
             self.in_slot[j] = rec.input_slots[j]
-            if not isinstance(rec.objs[rec.input_slots[j]], _Variable):
+            if isinstance(rec.objs[rec.input_slots[j]], _Variable):
+                self.in_target[j] = nvars
+                nvars += 1
+            else:
+                self.in_target[j] = -1
                 self.scalar = False     # an array argument: the eager replay
             src = rec.inputs[j]
             if type(src) is int:
@@ -310,7 +345,9 @@ cdef class _Plan:
             n.b = operands[1] if n.nargs > 1 else -1
             n.out = out
             n.p[0] = n.p[1] = n.p[2] = 0.0
-            if self.scalar and not (<_TableOp>template)._scalar_params(n.p):
+            if template is _SUM:
+                self.scalar = False
+            elif self.scalar and not (<_TableOp>template)._scalar_params(n.p):
                 self.scalar = False
             self.ops.append(template)
             self.faces.append(face)
@@ -328,6 +365,11 @@ cdef class _Plan:
                 self.nout += 1
             self.ret.append(("o", self.slot_out[s]))
         self._schedule(rec, kept)
+        if not self.scalar and not _pure and self.nout == 1 and len(self.ret) == 1:
+            try:
+                self._fuse(rec, kept)
+            except _NotFusable:
+                self.fused = False
         return 0
 
     cdef int _schedule(self, _Recorder rec, list kept) except -1:
@@ -396,6 +438,10 @@ cdef class _Plan:
             return None
         if self.scalar:
             return self._replay_scalar(ins)
+        if self.fused:
+            out = self._replay_fused(ins)
+            if out is not None:
+                return out
         vals = self._run_eager(ins)
         return self._result([vals[self.out_slot[j]] for j in range(self.nout)], ins)
 
@@ -408,6 +454,9 @@ cdef class _Plan:
             vals[self.in_slot[j]] = ins[j]
         for k in range(self.nnodes):
             n = &self.nodes[k]
+            if n.op == <PyObject*>_SUM:
+                vals[n.out] = _functions().sum(vals[n.a])
+                continue
             args = (vals[n.a],) if n.nargs == 1 else (vals[n.a], vals[n.b])
             vals[n.out] = _call_eager((<_TableOp>n.op)._fresh(), args, self.faces[k])
         return vals
@@ -442,11 +491,311 @@ cdef class _Plan:
         cdef _TracedCall node = <_TracedCall>_tp_new(_TracedCall, _empty_tuple)
         node.plan = self
         node.vals = vals
-        node._inputs = tuple(ins)
+        node._inputs = node.all_inputs = tuple(ins)
         node._gen = gen + self.rel_gen
         node._has_gen = True
         _link_outputs(node, outs)
         return self._result(outs, ins)
+
+    # ------------------------------------------------------------ fused arrays
+
+    cdef int _fuse(self, _Recorder rec, list kept) except -1:
+        """Compile the plan into one forward and one backward program for the
+        fused evaluator (_fused.pxi), if every op and value allows it: table
+        ops whose instructions are the eager path's own, on C arrays of one
+        shape and float dtype, Python numbers as constants, and at most a
+        final sum."""
+        cdef Py_ssize_t k
+        cdef _PlanOp last = self.nodes[self.nnodes - 1]
+        self.sum_last = last.op == <PyObject*>_SUM
+        for k in range(self.nnodes - 1 if self.sum_last else self.nnodes):
+            if self.nodes[k].op == <PyObject*>_SUM:
+                raise _NotFusable()
+        # Every array the programs touch: the inputs and the live results.
+        slots = list(rec.input_slots) + [self.nodes[k].out for k in range(self.nnodes)]
+        if self.sum_last:
+            slots.pop()
+        like = None
+        for s in slots:
+            a = rec.objs[s]
+            if isinstance(a, _Variable):
+                a = (<_Variable>a)._get_data()
+            if type(a) is not _ndarray or a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8) \
+                    or a.size == 0 or (like is not None and (a.shape != like.shape
+                                                             or a.dtype != like.dtype)):
+                raise _NotFusable()
+            like = a
+        self.shape = like.shape
+        self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>like)
+        forward = _Compiler(self, rec, kept, self.nin)
+        regs = forward.forward()
+        result = regs[last.a if self.sum_last else last.out]
+        fcode, self.fregs = forward.allocate([result])
+        self.fout = forward.phys[result]
+        backward = _Compiler(self, rec, kept, self.nin + (0 if self.sum_last else 1))
+        regs = backward.forward()
+        if self.sum_last:
+            adj = {last.a: backward.emit(I_PARAM, fn=0)}
+        else:
+            adj = {last.out: self.nin}          # gy: the array after the inputs
+        for k in range(self.nnodes):
+            backward.adjoint(self.order[k], regs, adj)
+        grads = [(j, adj[self.in_slot[j]]) for j in range(self.nin)
+                 if self.in_target[j] >= 0 and self.in_slot[j] in adj]
+        bcode, self.bregs = backward.allocate([r for _, r in grads])
+        self.fcode = _instructions(fcode)
+        self.bcode = _instructions(bcode)
+        self.nfcode, self.nbcode, self.nbout = len(fcode), len(bcode), len(grads)
+        self.bout = <int*>malloc(max(1, self.nbout) * sizeof(int))
+        self.bgrad = <int*>malloc(max(1, self.nbout) * sizeof(int))
+        if self.bout == NULL or self.bgrad == NULL:
+            raise MemoryError()
+        for k, (j, r) in enumerate(grads):
+            self.bgrad[k] = j
+            self.bout[k] = backward.phys[r]
+        self.fused = True
+        return 0
+
+    cdef list _fusable_arrays(self, list ins):
+        """The inputs' arrays if the fused programs may read them, else None."""
+        arrays = []
+        for a in ins:
+            if isinstance(a, _Variable):
+                a = (<_Variable>a)._get_data()
+            if not _fusable(a, self.typenum, <cnp.ndarray>arrays[0] if arrays else a) \
+                    or a.shape != self.shape:
+                return None
+            arrays.append(a)
+        return arrays
+
+    cdef object _replay_fused(self, list ins):
+        arrays = self._fusable_arrays(ins)
+        if arrays is None:
+            return None         # a strided or reshaped input: the eager replay
+        out = np.empty(self.shape, arrays[0].dtype)
+        _run_plan(self.fcode, self.nfcode, self.fregs, self.nin, arrays, 1, &self.fout,
+                  [out], self.typenum, NULL)
+        if self.sum_last:
+            out = _as_nd(out.sum(axis=None, keepdims=False))
+        cdef _Variable y = _wrap_data(out, self.out_cls[0])
+        if not _backprop_enabled():
+            return y
+        cdef _TracedCall node = <_TracedCall>_tp_new(_TracedCall, _empty_tuple)
+        node.plan = self
+        node.all_inputs = tuple(ins)
+        node._inputs = tuple([a for a in ins if isinstance(a, _Variable)])
+        gen = 0
+        for v in node._inputs:
+            if (<_Variable>v)._gen > gen:
+                gen = (<_Variable>v)._gen
+        node._gen = gen + self.rel_gen
+        node._has_gen = True
+        node.arrays = tuple(arrays)
+        _link_outputs(node, [y])
+        return y
+
+
+class _NotFusable(Exception):
+    pass
+
+
+cdef _Instr* _instructions(list code) except NULL:
+    cdef _Instr* out = <_Instr*>malloc(max(1, len(code)) * sizeof(_Instr))
+    if out == NULL:
+        raise MemoryError()
+    for i, (op, dst, a, b, c, fn, value) in enumerate(code):
+        out[i].op, out[i].dst, out[i].a, out[i].b, out[i].c = op, dst, a, b, c
+        out[i].fn, out[i].value = fn, value
+    return out
+
+
+# Ops whose instructions are exactly what the eager array path computes.
+_FUSABLE_OPS = frozenset(("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sin",
+                          "cos", "tan", "tanh", "sqrt", "sigmoid", "relu"))
+# Registers each opcode reads.
+_READS = {I_ADD: 2, I_SUB: 2, I_MUL: 2, I_DIV: 2, I_GT: 2, I_GE: 2, I_LT: 2, I_LE: 2,
+          I_UFUNC2: 2, I_NEG: 1, I_SIGN: 1, I_FABS: 1, I_SQRT: 1, I_UFUNC1: 1, I_WHERE: 3,
+          I_CONST: 0, I_PARAM: 0}
+cdef object _rows_by_class = None
+
+
+class _Compiler:
+    """Builds one register program from the table's formulas for a plan.
+
+    Registers below ``nfixed`` are arrays read in place (the inputs, then
+    the output grad); each instruction writes a new virtual register, and
+    ``allocate`` maps them onto as few scratch blocks as liveness allows.
+    """
+
+    def __init__(self, plan, rec, kept, nfixed):
+        global _rows_by_class
+        if _rows_by_class is None:
+            from fastgrad._optable import OPS
+            _rows_by_class = {op.class_name: op for op in OPS}
+        self.rec, self.plan_kept, self.nfixed = rec, kept, nfixed
+        self.code = []
+        self.next = nfixed
+
+    def emit(self, op, a=0, b=0, c=0, fn=0, value=0.0):
+        d = self.next
+        self.next += 1
+        self.code.append((op, d, a, b, c, fn, float(value)))
+        return d
+
+    def formula(self, text, names, params):
+        from fastgrad._codegen import _program_inputs, compile_program
+        used = _program_inputs(text, list(names))
+        nin, nregs, out, code = compile_program(text, used, list(params))
+        base = self.next - nin
+        where = lambda r: names[used[r]] if r < nin else base + r
+        for op, dst, a, b, c, fn, value in code:
+            if op == I_PARAM:
+                op, value, fn = I_CONST, params[list(params)[fn]], 0
+            self.code.append((op, where(dst), where(a) if _READS[op] > 0 else 0,
+                              where(b) if _READS[op] > 1 else 0,
+                              where(c) if _READS[op] > 2 else 0, fn, float(value)))
+        self.next = base + nregs
+        return where(out)
+
+    def node(self, k):
+        """(table row, its constants, its operand slots) of live op ``k``."""
+        template, operands, out, face = self.rec.nodes[self.plan_kept[k]]
+        row = _rows_by_class.get(type(template).__name__)
+        if row is None or row.name not in _FUSABLE_OPS:
+            raise _NotFusable()
+        params = {}
+        for p in row.params:
+            v = getattr(template, p[0])
+            if type(v) not in (int, float):
+                raise _NotFusable()
+            params[p[0]] = v
+        if row.name == "pow" and params["c"] != 2:
+            raise _NotFusable()         # other exponents: NumPy's power special cases
+        return row, params, operands
+
+    def operand(self, s, regs):
+        rec = self.rec
+        if rec.kinds[s] == _CONST:
+            c = rec.objs[s]
+            if type(c) not in (int, float, bool):
+                raise _NotFusable()
+            return self.emit(I_CONST, value=c)
+        return regs[s]
+
+    def forward(self):
+        """Emit every op's forward; returns slot -> register."""
+        regs = {plan_in: j for j, plan_in in enumerate(self.rec.input_slots)}
+        for k in range(len(self.plan_kept)):
+            template, operands, out, face = self.rec.nodes[self.plan_kept[k]]
+            if template is _SUM:
+                continue
+            row, params, operands = self.node(k)
+            xs = [self.operand(s, regs) for s in operands]
+            if row.name == "pow":
+                regs[out] = self.emit(I_MUL, xs[0], xs[0])     # x ** 2 is x * x
+            else:
+                regs[out] = self.formula(row.forward, dict(zip(row.inputs, xs)), params)
+        return regs
+
+    def adjoint(self, k, regs, adj):
+        """Emit op ``k``'s derivatives, added into its operands' adjoints in
+        the order the eager backward delivers them."""
+        template, operands, out, face = self.rec.nodes[self.plan_kept[k]]
+        if template is _SUM or out not in adj:
+            return
+        row, params, operands = self.node(k)
+        names = dict(zip(row.inputs, [self.operand(s, regs) for s in operands]))
+        names.update(gy=adj[out], y=regs[out])
+        for i, s in enumerate(operands):
+            if self.rec.kinds[s] == _CONST:
+                continue
+            if row.name == "pow":       # (c * x) * gy, the kernel's order for c = 2
+                g = self.emit(I_MUL, self.emit(I_MUL, self.emit(I_CONST, value=2.0),
+                                               names["x"]), adj[out])
+            else:
+                g = self.formula(row.grads[i], names, params)
+            adj[s] = g if s not in adj else self.emit(I_ADD, adj[s], g)
+
+    def allocate(self, keep):
+        """Map virtual registers onto scratch blocks; ``keep`` live to the end."""
+        code, nfixed = self.code, self.nfixed
+        # Drop what nothing reads (the backward's recomputed values it does
+        # not need), last instruction first.
+        needed, live = set(keep), []
+        for ins in reversed(code):
+            if ins[1] in needed:
+                live.append(ins)
+                needed.update(ins[2:2 + _READS[ins[0]]])
+        code = live[::-1]
+        last = {}
+        for i, ins in enumerate(code):
+            for r in ins[2:2 + _READS[ins[0]]]:
+                last[r] = i
+        for r in keep:
+            last[r] = len(code)
+        self.phys = {r: r for r in range(nfixed)}
+        free, top, out = [], nfixed, []
+        for i, (op, d, a, b, c, fn, value) in enumerate(code):
+            reads = [self.phys[r] for r in (a, b, c)[:_READS[op]]]
+            for r in set((a, b, c)[:_READS[op]]):
+                if r >= nfixed and last.get(r) == i:
+                    free.append(self.phys[r])
+            if free:
+                p = free.pop()
+            else:
+                p, top = top, top + 1
+            self.phys[d] = p
+            reads += [0] * (3 - len(reads))
+            out.append((op, p, reads[0], reads[1], reads[2], fn, value))
+        if top > _PLAN_MAX_REGS:
+            raise _NotFusable()
+        return out, top
+
+
+cdef int _run_plan(const _Instr* code, int ncode, int nregs, int nfixed, list arrays,
+                   int nout, const int* out_regs, list outs, int typenum,
+                   const double* params) except -1:
+    """Run a plan's program over the arrays (all of one shape, C order)."""
+    cdef void* ins[_PLAN_MAX_REGS]
+    cdef void* o[_PLAN_MAX_REGS]
+    cdef Py_ssize_t i, size = cnp.PyArray_SIZE(<cnp.ndarray>arrays[0])
+    for i in range(nfixed):
+        ins[i] = cnp.PyArray_DATA(<cnp.ndarray>arrays[i])
+    for i in range(nout):
+        o[i] = cnp.PyArray_DATA(<cnp.ndarray>outs[i])
+    cdef void* scratch = malloc(max(1, nregs - nfixed) * _PLAN_BLOCK * sizeof(double))
+    if scratch == NULL:
+        raise MemoryError()
+    with nogil:
+        if typenum == cnp.NPY_DOUBLE:
+            _run_plan_blocks(code, ncode, nregs, nfixed, <double**>ins, nout, out_regs,
+                             <double**>o, size, params, 0, <double*>scratch)
+        else:
+            _run_plan_blocks(code, ncode, nregs, nfixed, <float**>ins, nout, out_regs,
+                             <float**>o, size, params, 1, <float*>scratch)
+    free(scratch)
+    return 0
+
+
+cdef void _run_plan_blocks(const _Instr* code, int ncode, int nregs, int nfixed,
+                           floating** ins, int nout, const int* out_regs, floating** outs,
+                           Py_ssize_t size, const double* params, int t,
+                           floating* scratch) noexcept nogil:
+    cdef floating* reg[_PLAN_MAX_REGS]
+    cdef Py_ssize_t start = 0, m
+    cdef int r, k
+    for r in range(nfixed, nregs):
+        reg[r] = scratch + (r - nfixed) * _PLAN_BLOCK
+    while start < size:
+        m = size - start
+        if m > _PLAN_BLOCK:
+            m = _PLAN_BLOCK
+        for r in range(nfixed):
+            reg[r] = ins[r] + start
+        _run_block(code, ncode, reg, m, params, t)
+        for k in range(nout):
+            memcpy(outs[k] + start, reg[out_regs[k]], m * sizeof(floating))
+        start += m
 
 
 cdef inline bint _const_value(object c, double* out):
@@ -486,7 +835,9 @@ cdef class _TracedCall(Function):
     """A replayed call of a traced function: one node of the graph for the
     whole plan (``plot_dot_graph`` draws it as one box)."""
     cdef _Plan plan
-    cdef double* vals           # every slot's value in this call
+    cdef tuple all_inputs       # every input (Variables and arrays), in plan order
+    cdef tuple arrays           # fused plans: the inputs' arrays
+    cdef double* vals           # scalar plans: every slot's value in this call
     cdef double* kept           # inner grads after backward(retain_grad=True)
 
     def __dealloc__(self):
@@ -522,6 +873,8 @@ cdef int _step_traced(_TracedCall node, bint retain_grad) except -1:
     cdef double* vals = node.vals
     if node._inputs is None:
         return 0
+    if plan.fused:
+        return _step_fused(node, retain_grad)
     for j in range(nout):          # only float64 scalar grads take the C loop
         if outs[j] != NULL:
             o = <_Variable>outs[j]
@@ -591,6 +944,41 @@ cdef int _step_traced(_TracedCall node, bint retain_grad) except -1:
     return 0
 
 
+cdef int _step_fused(_TracedCall node, bint retain_grad) except -1:
+    """A fused plan's backward: one pass over the inputs and the grad."""
+    cdef _Plan plan = node.plan
+    cdef Py_ssize_t k
+    cdef double g0 = 0.0
+    if node._out1 == NULL or not (<_Variable>node._out1)._has_grad():
+        return 0
+    cdef _Variable o = <_Variable>node._out1
+    gy = _grad_array(o)
+    arrays = list(node.arrays)
+    eager = False
+    if plan.sum_last:
+        eager = not (type(gy) is _ndarray and gy.shape == () and gy.dtype == arrays[0].dtype)
+        if not eager:
+            g0 = float(gy)          # exact: float32 and float64 fit a double
+    else:
+        eager = not _fusable(gy, plan.typenum, <cnp.ndarray>arrays[0])
+        arrays.append(gy)
+    for k in range(plan.nbout):
+        # A grad already there would be added to once per contribution.
+        eager = eager or (<_Variable>node.all_inputs[plan.bgrad[k]])._has_grad()
+    if eager:
+        return _step_traced_eagerly(node, retain_grad, False)
+    if not retain_grad:
+        _clear_grad(o)
+    dtype = arrays[0].dtype
+    outs = [np.empty(plan.shape, dtype) for k in range(plan.nbout)]
+    _run_plan(plan.bcode, plan.nbcode, plan.bregs, len(arrays), arrays, plan.nbout,
+              plan.bout, outs, plan.typenum, &g0)
+    arrays = gy = None
+    for k in range(plan.nbout):
+        _deliver(<_Variable>node.all_inputs[plan.bgrad[k]], outs[k], True)
+    return 0
+
+
 cdef int _step_traced_eagerly(_TracedCall node, bint retain_grad, bint create_graph) except -1:
     """Backward through a traced call by rebuilding its ops' eager graph.
 
@@ -609,7 +997,7 @@ cdef int _step_traced_eagerly(_TracedCall node, bint retain_grad, bint create_gr
     cdef bint was = _backprop_enabled()
     _set_backprop(True)
     try:
-        vals = plan._run_eager(list(node._inputs))
+        vals = plan._run_eager(list(node.all_inputs))
     finally:
         _set_backprop(was)
     roots = []

@@ -106,7 +106,7 @@ def load_dezero():
 # ---------------------------------------------------------------------------
 ELEMENTWISE = ("exp", "sin", "cos", "tanh", "log", "sqrt", "sigmoid")
 FUNCTIONS = ELEMENTWISE + ("matmul", "linear", "mean_squared_error",
-                           "softmax_cross_entropy", "conv2d", "pooling")
+                           "softmax_cross_entropy", "conv2d", "pooling", "sum")
 
 
 def array_vocab(xp, **override):
@@ -129,7 +129,7 @@ def array_vocab(xp, **override):
         log_p = (x - log_z)[xp.arange(x.shape[0]), t]
         return -xp.sum(log_p) / x.shape[0]
 
-    names = {n: getattr(xp, n) for n in ELEMENTWISE + ("matmul",) if hasattr(xp, n)}
+    names = {n: getattr(xp, n) for n in ELEMENTWISE + ("matmul", "sum") if hasattr(xp, n)}
     names.update(sigmoid=sigmoid, linear=linear, mean_squared_error=mean_squared_error,
                  softmax_cross_entropy=softmax_cross_entropy)
     names.update(override)
@@ -295,7 +295,7 @@ class Torch(Peer):
             **{n: getattr(torch, n) for n in ELEMENTWISE}, matmul=torch.matmul,
             linear=lambda x, W, b=None: x @ W if b is None else torch.addmm(b, x, W),
             mean_squared_error=tF.mse_loss, softmax_cross_entropy=tF.cross_entropy,
-            conv2d=tF.conv2d, pooling=tF.max_pool2d)
+            conv2d=tF.conv2d, pooling=tF.max_pool2d, sum=torch.sum)
         self.versions = {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
     def prepare(self, a):

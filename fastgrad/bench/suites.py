@@ -299,6 +299,32 @@ class Unary(_Arrays):
              "full": _grid(UNARY, ("float32", "float64"), (10 ** 6, 10 ** 7))}
 
 
+class FusedChain(Suite):
+    """The tracer's array case: forward and backward as one pass each."""
+
+    name = "fused"
+    title = "fused: sum((x * y + z) ** 2) on float64 arrays, forward and backward"
+    full, needs = True, ("sum",)
+    exclude = ("numpy",)
+    traced = True
+    tiers = {"quick": [("affine2", {"size": 10 ** 5})],
+             "default": [("affine2", {"size": 10 ** 6})],
+             "full": [("affine2", {"size": 10 ** 6}), ("affine2", {"size": 10 ** 7})]}
+
+    def ops(self, w, p):
+        return 4
+
+    def work(self, case, peer):
+        rng = np.random.default_rng(5)
+        xs = [rng.uniform(0.5, 1.5, case.params["size"]) for _ in range(3)]
+        return Work(lambda F, x, y, z: F.sum((x * y + z) ** 2), xs)
+
+    def reference(self, case):
+        x, y, z = self.work(case, None).inputs
+        t = x * y + z
+        return {"out": np.sum(t * t), "g": [2 * t * y, 2 * t * x, 2 * t]}
+
+
 # ---------------------------------------------------------------------------
 # the suites of the full API
 # ---------------------------------------------------------------------------
@@ -485,4 +511,5 @@ class Memory(Suite):
 
 
 SUITES = {s.name: s for s in (Overhead(), Scaling(), Kernels(), ScalarFns(), Newton(),
-                              Loop(), Lstsq(), Mlp(), Conv(), Unary(), Memory())}
+                              Loop(), Lstsq(), Mlp(), Conv(), FusedChain(), Unary(),
+                              Memory())}
