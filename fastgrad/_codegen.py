@@ -337,20 +337,52 @@ def _render_class(op):
             w("    cdef bint _scalar_params(self, double* p):")
             w("        return True")
         w("")
-        cnames = {i: f"x[{k}]" for k, i in enumerate(ins)}
-        cnames.update({q: f"p[{k}]" for k, q in enumerate(params)})
-        rc = Renderer("c", cnames)
-        w("    cdef double _scalar_forward(self, const double* x, const double* p) noexcept:")
-        w(f"        return {rc.render(op.forward)}")
+        # The formulas live in the dispatch functions (_render_scalar_dispatch);
+        # with a constant code the C compiler keeps only this op's branch.
+        code = _scalar_code(op)
+        w("    cdef int _scalar_code(self) noexcept:")
+        w(f"        return {code}")
         w("")
-        cnames.update(y="y", gy="gy")
-        rc = Renderer("c", cnames)
+        w("    cdef double _scalar_forward(self, const double* x, const double* p) noexcept:")
+        w(f"        return _table_scalar_forward({code}, x, p)")
+        w("")
         w("    cdef void _scalar_backward(self, double gy, const double* x, double y,")
         w("                               const double* p, double* g) noexcept:")
-        for k, gtext in enumerate(op.grads):
-            w(f"        g[{k}] = {rc.render(gtext)}")
+        w(f"        _table_scalar_backward({code}, gy, x, y, p, g)")
     w("")
     return "\n".join(out)
+
+
+def _scalar_code(op):
+    """The op's number in the scalar dispatch (table order from 1; 0: none)."""
+    return [o.name for o in OPS if o.scalar].index(op.name) + 1
+
+
+def _render_scalar_dispatch():
+    """Every scalar op's C forward and backward, selected by its code: the
+    classes call them with their own code, a traced plan with the code it
+    recorded (no virtual call per op)."""
+    fwd = ["cdef inline double _table_scalar_forward(int code, const double* x,",
+           "                                         const double* p) noexcept:"]
+    bwd = ["cdef inline void _table_scalar_backward(int code, double gy, const double* x,",
+           "                                        double y, const double* p,",
+           "                                        double* g) noexcept:"]
+    for op in OPS:
+        if not op.scalar:
+            continue
+        cnames = {i: f"x[{k}]" for k, i in enumerate(op.inputs)}
+        cnames.update({q: f"p[{k}]" for k, q in enumerate(_param_names(op))})
+        code = _scalar_code(op)
+        fwd.append(f"    if code == {code}:    # {op.name}")
+        fwd.append(f"        return {Renderer('c', cnames).render(op.forward)}")
+        cnames.update(y="y", gy="gy")
+        rc = Renderer("c", cnames)
+        bwd.append(f"    if code == {code}:    # {op.name}")
+        for k, gtext in enumerate(op.grads):
+            bwd.append(f"        g[{k}] = {rc.render(gtext)}")
+        bwd.append("        return")
+    fwd.append("    return 0.0")
+    return "\n".join(fwd) + "\n\n\n" + "\n".join(bwd) + "\n"
 
 
 def _render_function(op, name=None, swap=False, face=None):
@@ -395,7 +427,8 @@ _BACKEND_BACKWARD = _backend_backward_names()
 
 def render_pxi():
     """Return the text of ``_optable.pxi``."""
-    parts = ["# Generated from fastgrad/_optable.py by fastgrad/_codegen.py: do not edit.", ""]
+    parts = ["# Generated from fastgrad/_optable.py by fastgrad/_codegen.py: do not edit.", "",
+             _render_scalar_dispatch()]
     for op in OPS:
         if op.fused:
             parts.append(_render_programs(op))

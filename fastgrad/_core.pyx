@@ -826,6 +826,9 @@ cdef class _TableOp(Function):
     cdef bint _scalar_params(self, double* p):
         return False        # no C scalar path
 
+    cdef int _scalar_code(self) noexcept:
+        return 0            # its number in _table_scalar_forward/_backward
+
     cdef double _scalar_forward(self, const double* x, const double* p) noexcept:
         return 0.0
 

@@ -19,6 +19,7 @@ import functools as _functools
 import heapq
 import threading as _threading
 import warnings as _warnings
+from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.math cimport copysign
 
 
@@ -216,6 +217,7 @@ cdef struct _PlanOp:
     int nargs
     int a, b            # operand slots
     int out             # result slot
+    int code            # the op's number in _table_scalar_forward/_backward
     double p[3]         # the op's constants (scalar plans)
 
 
@@ -242,6 +244,7 @@ cdef class _Plan:
     cdef list ret               # returned items: ("o", output) or ("i", input)
     cdef bint leaves_only       # the inputs are the call's leaves (nothing captured)
     cdef int* in_target         # input -> index among the Variable inputs, or -1
+    cdef int* slot_in           # slot -> input, or -1
     cdef list var_inputs        # the inputs that are Variables (receive grads)
     # fused array plans: one pass forward, one pass backward
     cdef bint fused
@@ -264,6 +267,7 @@ cdef class _Plan:
         free(self.out_slot)
         free(self.slot_out)
         free(self.in_target)
+        free(self.slot_in)
         free(self.fcode)
         free(self.bcode)
         free(self.bout)
@@ -314,8 +318,13 @@ cdef class _Plan:
         self.captured = []
         self.leaves_only = True
         self.in_target = <int*>malloc(max(1, self.nin) * sizeof(int))
-        if self.in_target == NULL:
+        self.slot_in = <int*>malloc(max(1, self.nslots) * sizeof(int))
+        if self.in_target == NULL or self.slot_in == NULL:
             raise MemoryError()
+        for s in range(self.nslots):
+            self.slot_in[s] = -1
+        for j in range(self.nin):
+            self.slot_in[rec.input_slots[j]] = j
         nvars = 0
         for j in range(self.nin):
             self.in_slot[j] = rec.input_slots[j]
@@ -345,6 +354,7 @@ cdef class _Plan:
             n.b = operands[1] if n.nargs > 1 else -1
             n.out = out
             n.p[0] = n.p[1] = n.p[2] = 0.0
+            n.code = 0 if template is _SUM else (<_TableOp>template)._scalar_code()
             if template is _SUM:
                 self.scalar = False
             elif self.scalar and not (<_TableOp>template)._scalar_params(n.p):
@@ -483,7 +493,7 @@ cdef class _Plan:
             x[0] = vals[n.a]
             if n.nargs > 1:
                 x[1] = vals[n.b]
-            vals[n.out] = (<_TableOp>n.op)._scalar_forward(x, n.p)
+            vals[n.out] = _table_scalar_forward(n.code, x, n.p)
         outs = [_lazy_var(vals[self.out_slot[j]], self.out_cls[j]) for j in range(self.nout)]
         if not _backprop_enabled():
             free(vals)
@@ -868,6 +878,10 @@ cdef int _step_traced(_TracedCall node, bint retain_grad) except -1:
     cdef PyObject** outs = node._out_ptrs()
     cdef _Variable o
     cdef _PlanOp* n
+    cdef _PlanOp* nodes
+    cdef int* order
+    cdef char* kinds
+    cdef char kind
     cdef double x[2]
     cdef double g[2]
     cdef double* vals = node.vals
@@ -908,27 +922,28 @@ cdef int _step_traced(_TracedCall node, bint retain_grad) except -1:
                 has[t] = 1
             if not retain_grad:
                 _clear_grad(o)
+        nodes, order, kinds = plan.nodes, plan.order, plan.kinds
         for k in range(plan.nnodes):
-            n = &plan.nodes[plan.order[k]]
-            if not has[n.out]:
+            n = &nodes[order[k]]
+            t = n.out
+            if not has[t]:
                 continue
             x[0] = vals[n.a]
             if n.nargs > 1:
                 x[1] = vals[n.b]
-            (<_TableOp>n.op)._scalar_backward(G[n.out], x, vals[n.out], n.p, g)
+            _table_scalar_backward(n.code, G[t], x, vals[t], n.p, g)
             for i in range(n.nargs):
                 t = n.a if i == 0 else n.b
-                if plan.kinds[t] == _NODE:
+                kind = kinds[t]
+                if kind == _NODE:
                     if has[t]:
                         G[t] += g[i]
                     else:
                         G[t] = g[i]
                         has[t] = 1
-                elif plan.kinds[t] == _INPUT:
-                    for j in range(plan.nin):
-                        if plan.in_slot[j] == t:
-                            _deliver_scalar(<_Variable>node._inputs[j], g[i])
-                            break
+                elif kind == _INPUT:
+                    _deliver_scalar(<_Variable>PyTuple_GET_ITEM(node._inputs,
+                                                                  plan.slot_in[t]), g[i])
         if retain_grad:
             for j in range(nout):   # an output also used inside got more
                 t = plan.out_slot[j]
