@@ -9,6 +9,9 @@
 # * a plan whose ops all took the C scalar path (0-d float64 values) runs as
 #   a loop over a flat buffer of doubles, and its outputs get one creator, a
 #   _TracedCall, whose backward is a second loop in the engine's own order;
+# * a plan of elementwise ops on float arrays of one shape (and perhaps a
+#   final sum) is compiled into two register programs for the fused
+#   evaluator of _fused.pxi, one pass forward and one backward;
 # * any other plan replays its ops through the eager engine (arrays go
 #   through the same kernels), which builds the ordinary graph.
 #
@@ -38,6 +41,10 @@ cdef enum:
     _INPUT = 0          # slot kinds
     _CONST = 1
     _NODE = 2
+    _SKIP = 0           # what the backward does with an operand's contribution
+    _SET = 1
+    _ADD = 2
+    _GIVE = 3
     _MAX_PLANS = 256    # signatures per traced function before new ones run eagerly
     _PLAN_BLOCK = 512   # elements per block of a fused plan's program
     _PLAN_MAX_REGS = 64
@@ -218,6 +225,7 @@ cdef struct _PlanOp:
     int a, b            # operand slots
     int out             # result slot
     int code            # the op's number in _table_scalar_forward/_backward
+    char act[2]         # per operand, when every op gets a grad: _SKIP, _SET, _ADD, _GIVE
     double p[3]         # the op's constants (scalar plans)
 
 
@@ -402,10 +410,17 @@ cdef class _Plan:
                 counter += 1
                 heapq.heappush(queue, (-(gen[self.out_slot[k]] - 1), -counter, f))
         count = 0
+        reached = set()
         while queue:
             f = heapq.heappop(queue)[2]
             self.order[count] = f
             count += 1
+            for i, s in enumerate(rec.nodes[kept[f]][1]):
+                kind = rec.kinds[s]
+                act = _SKIP if kind == _CONST else _GIVE if kind == _INPUT else (
+                    _ADD if s in reached else _SET)
+                self.nodes[f].act[i] = act
+                reached.add(s)
             for s in rec.nodes[kept[f]][1]:
                 if s in creator and creator[s] not in seen:
                     seen.add(creator[s])
@@ -882,6 +897,7 @@ cdef int _step_traced(_TracedCall node, bint retain_grad) except -1:
     cdef int* order
     cdef char* kinds
     cdef char kind
+    cdef bint restored
     cdef double x[2]
     cdef double g[2]
     cdef double* vals = node.vals
@@ -900,7 +916,8 @@ cdef int _step_traced(_TracedCall node, bint retain_grad) except -1:
         raise MemoryError()
     cdef char* has = <char*>(G + plan.nslots)
     try:
-        if node.kept != NULL:
+        restored = node.kept != NULL
+        if restored:
             # Inner grads retained by the last backward add up, as eager's do.
             memcpy(G, node.kept, size)
             free(node.kept)
@@ -923,6 +940,26 @@ cdef int _step_traced(_TracedCall node, bint retain_grad) except -1:
             if not retain_grad:
                 _clear_grad(o)
         nodes, order, kinds = plan.nodes, plan.order, plan.kinds
+        if nout == 1 and has[plan.out_slot[0]] and not (retain_grad or restored):
+            # One result with a grad: every op gets one, in a known order, so
+            # which contribution comes first is known when the plan is built.
+            for k in range(plan.nnodes):
+                n = &nodes[order[k]]
+                x[0] = vals[n.a]
+                if n.nargs > 1:
+                    x[1] = vals[n.b]
+                _table_scalar_backward(n.code, G[n.out], x, vals[n.out], n.p, g)
+                for i in range(n.nargs):
+                    t = n.a if i == 0 else n.b
+                    kind = n.act[i]
+                    if kind == _SET:
+                        G[t] = g[i]
+                    elif kind == _ADD:
+                        G[t] += g[i]
+                    elif kind == _GIVE:
+                        _deliver_scalar(<_Variable>PyTuple_GET_ITEM(node._inputs,
+                                                                      plan.slot_in[t]), g[i])
+            return 0
         for k in range(plan.nnodes):
             n = &nodes[order[k]]
             t = n.out
@@ -1206,9 +1243,11 @@ def trace(fn=None, *, check=None):
     ``Config.enable_backprop`` -- runs ``fn`` eagerly and records the ops it
     performs.  Later calls replay that recording without running ``fn``'s
     Python code: when every value is a float64 scalar, forward and backward
-    run as C loops and the results get one creator for the whole call;
-    otherwise the ops replay through the eager engine.  Values and grads are
-    bit-identical to the eager run.
+    run as C loops and the results get one creator for the whole call; when
+    the ops are elementwise ops on float arrays of one shape (perhaps summed
+    at the end), forward and backward are one fused pass each; otherwise the
+    ops replay through the eager engine.  Values and grads are bit-identical
+    to the eager run.
 
     What the recording bakes in: Python numbers and other non-array
     arguments (part of the signature), closure and global values, Python
@@ -1216,8 +1255,8 @@ def trace(fn=None, *, check=None):
     Variables from the enclosing scope are read at every call and get their
     gradients.  Where a replay could differ from running ``fn`` -- it reads
     or sets ``.data``/``.grad`` of a Variable it did not create, prints one,
-    calls a function that is not one of the table's elementwise ops (a user
-    ``Function``, ``sum``, ``matmul``...), or a ``backward(create_graph=True)``
+    calls a function that is not one of the table's elementwise ops or a full
+    ``sum`` (a user ``Function``, ``matmul``...), or a ``backward(create_graph=True)``
     goes through a replay -- that signature runs eagerly, with one
     :class:`TraceWarning` naming the reason.
 

@@ -39,7 +39,11 @@ def smooth(x, y):
 
 
 def bits(a):
+    """dtype, shape and bytes, every NaN made the same one (the sign and
+    payload of a NaN depend on how the C compiler ordered an operation)."""
     a = np.asarray(a.data if isinstance(a, Variable) or hasattr(a, "creator") else a)
+    if a.dtype.kind == "f":
+        a = np.where(np.isnan(a), np.array(np.nan, a.dtype), a)
     return a.dtype, a.shape, a.tobytes()
 
 
