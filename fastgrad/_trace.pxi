@@ -253,7 +253,6 @@ cdef class _Plan:
     cdef bint leaves_only       # the inputs are the call's leaves (nothing captured)
     cdef int* in_target         # input -> index among the Variable inputs, or -1
     cdef int* slot_in           # slot -> input, or -1
-    cdef list var_inputs        # the inputs that are Variables (receive grads)
     # fused array plans: one pass forward, one pass backward
     cdef bint fused
     cdef bint sum_last          # the result is the sum of the last op's array
