@@ -15,7 +15,8 @@ import numbers
 
 import numpy as np
 
-from fastgrad._core import _Variable
+from fastgrad._core import _Variable, backend
+from fastgrad._reference import logsumexp
 
 __all__ = ["sum_to", "reshape_sum_backward", "logsumexp", "max_backward_shape"]
 
@@ -134,14 +135,7 @@ def sum_to(x, shape):
     """
     shape = as_shape(shape)
     check_sum_to(x.shape, shape)
-    ndim = len(shape)
-    lead = x.ndim - ndim
-    lead_axis = tuple(range(lead))
-    axis = tuple(i + lead for i, s in enumerate(shape) if s == 1)
-    y = x.sum(lead_axis + axis, keepdims=True)
-    if lead > 0:
-        y = y.squeeze(lead_axis)
-    return y
+    return backend.sum_to(x, shape)
 
 
 def sum_backward_shape(x_shape, axis, keepdims):
@@ -173,33 +167,6 @@ def reshape_sum_backward(gy, x_shape, axis, keepdims):
     if shape is None:
         shape = gy.shape
     return gy.reshape(shape)
-
-
-def logsumexp(x, axis=1):
-    """``log(sum(exp(x), axis, keepdims=True))``, computed stably.
-
-    The maximum along ``axis`` is subtracted before ``exp`` and added back
-    after ``log`` (DeZero's order of operations).  Integer input gives a
-    floating result, as ``np.exp`` does.
-
-    Examples
-    --------
-    >>> logsumexp(np.array([[0.0, 0.0]]))
-    array([[0.69314718]])
-    """
-    m = x.max(axis=axis, keepdims=True)
-    y = x - m
-    if y.dtype.kind in "fc":
-        np.exp(y, out=y)
-    else:
-        y = np.exp(y)
-    s = y.sum(axis=axis, keepdims=True)
-    np.log(s, out=s)
-    if m.dtype == np.result_type(m, s):
-        m += s
-    else:
-        m = m + s
-    return m
 
 
 def max_backward_shape(x, axis):

@@ -175,11 +175,7 @@ cdef object _sum_to(object g, tuple shape):
     except ValueError:
         common = None
     if common == gshape:
-        lead = len(gshape) - len(shape)
-        axes = tuple(range(lead)) + tuple([i + lead for i in range(len(shape))
-                                           if shape[i] == 1 and gshape[i + lead] != 1])
-        g = g.sum(axis=axes, keepdims=True)
-        return _as_nd(g.reshape(shape) if lead else g)
+        return backend.sum_to(g, shape)
     if common == shape:
         return np.array(np.broadcast_to(g, shape))
     raise ValueError(f"gradient of shape {gshape} does not fit an input of shape {shape}")
@@ -915,6 +911,12 @@ cdef inline _Variable _constant(object data, object cls):
     cdef _Variable v = _wrap_data(data, cls)
     v._const = True
     return v
+
+
+def _graph_recording():
+    """True while graphs are recorded: False under no_grad() and inside a
+    backward without create_graph, where a backward may work on arrays."""
+    return _backprop_enabled()
 
 
 def _needs_grad(v):

@@ -1,4 +1,5 @@
-"""Compiled elementwise kernels for fastgrad: forward ops and fused backward.
+"""Compiled kernels for fastgrad: elementwise forward ops and fused backward,
+and the row-wise kernels of softmax, its cross entropy and ``sum_to``.
 
 Every function has the signature and semantics of its twin in
 :mod:`fastgrad._reference` (the plain NumPy expression): same result dtype
@@ -41,7 +42,7 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf, fabs, powf
 from libc.math cimport pow as c_pow
 from libc.stdint cimport uintptr_t
-from libc.stdlib cimport free
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp
 
 import numpy as np
@@ -54,6 +55,8 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "pow",
     "mul_backward", "div_backward", "pow_backward", "neg_backward",
     "ones_like", "copy", "stream_triad",
+    "logsumexp", "check_labels", "softmax", "softmax_cross_entropy",
+    "softmax_cross_entropy_backward", "sum_to", "add_bias",
     "buffer_cache_info", "set_buffer_cache", "clear_buffer_cache",
 ]
 
@@ -1305,3 +1308,11 @@ def stream_triad(double[::1] a not None, const double[::1] b not None,
         else:
             for part in prange(2, num_threads=2, schedule="static"):
                 _triad_loop(a, b, c, scalar, _bound(n, part), _bound(n, part + 1))
+
+
+# The row-wise kernels (softmax, its cross entropy, the bias gradient).
+include "_rowwise.pxi"
+
+# Formulas with no kernel of their own: the reference's.
+logsumexp = _ref.logsumexp
+check_labels = _ref.check_labels

@@ -16,6 +16,8 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "pow",
     "mul_backward", "div_backward", "pow_backward", "neg_backward",
     "ones_like", "copy",
+    "logsumexp", "check_labels", "softmax_cross_entropy",
+    "softmax_cross_entropy_backward", "sum_to", "add_bias",
 ]
 
 _asarray = np.asarray
@@ -79,3 +81,98 @@ def ones_like(a):
 def copy(a):
     """Return ``np.array(a)``, a copy the caller owns."""
     return np.array(a)
+
+
+# ------------------------------------------------------------ row-wise
+# The formulas of DeZero 0.0.13, in its order of operations.
+
+def logsumexp(x, axis=1):
+    """``log(sum(exp(x), axis, keepdims=True))``, computed stably.
+
+    The maximum along ``axis`` is subtracted before ``exp`` and added back
+    after ``log`` (DeZero's order of operations).  Integer input gives a
+    floating result, as ``np.exp`` does.
+
+    Examples
+    --------
+    >>> logsumexp(np.array([[0.0, 0.0]]))
+    array([[0.69314718]])
+    """
+    m = x.max(axis=axis, keepdims=True)
+    y = x - m
+    if y.dtype.kind in "fc":
+        np.exp(y, out=y)
+    else:
+        y = np.exp(y)
+    s = y.sum(axis=axis, keepdims=True)
+    np.log(s, out=s)
+    if m.dtype == np.result_type(m, s):
+        m += s
+    else:
+        m = m + s
+    return m
+
+
+def check_labels(name, x_shape, t):
+    """Raise unless ``t`` holds one integer class label in range per row of an
+    (N, C) ``x``: ValueError for shapes and ranges, TypeError for the dtype."""
+    if len(x_shape) != 2:
+        raise ValueError(f"{name}: x must be 2-d (batch, classes), got shape {x_shape}")
+    n, c = x_shape
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{name}: t must hold integer class labels, got dtype {t.dtype}")
+    if t.size != n:
+        raise ValueError(f"{name}: t has {t.size} labels (shape {t.shape}) for a "
+                         f"batch of {n} (x shape {x_shape})")
+    if t.size and (t.min() < 0 or t.max() >= c):
+        bad = t.min() if t.min() < 0 else t.max()
+        raise ValueError(f"{name}: label {bad} is out of range for {c} classes")
+
+
+def softmax_cross_entropy(x, t):
+    """Return ``-sum((x - logsumexp(x))[arange(N), t]) / N`` for logits ``x``
+    (N, C) and labels ``t`` (N integers), as a 0-d array."""
+    check_labels("softmax_cross_entropy", x.shape, t)
+    N = x.shape[0]
+    log_p = x - logsumexp(x, axis=1)
+    log_p = log_p[np.arange(N), t.ravel()]
+    return _asarray(-log_p.sum() / N)
+
+
+def softmax(x, axis=1):
+    """Return ``exp(x - max) / sum(exp(x - max))`` along ``axis``."""
+    y = x - x.max(axis=axis, keepdims=True)
+    if y.dtype.kind in "fc":
+        np.exp(y, out=y)
+    else:
+        y = np.exp(y)
+    y /= y.sum(axis=axis, keepdims=True)
+    return y
+
+
+def softmax_cross_entropy_backward(x, t, gy):
+    """Return ``(softmax(x) - one_hot(t)) * (gy * (1 / N))``, the gradient of
+    :func:`softmax_cross_entropy` with respect to ``x``."""
+    N, C = x.shape
+    gy = gy * (1 / N)
+    y = softmax(x)
+    dtype = y.dtype if y.dtype.kind == "f" else np.float64
+    t_onehot = np.eye(C, dtype=dtype)[t.ravel()]
+    return _asarray((y - t_onehot) * gy)
+
+
+def sum_to(x, shape):
+    """Return ``x`` summed over the axes that broadcasting ``shape`` to
+    ``x.shape`` adds or stretches (``shape`` must broadcast to it)."""
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape)
+                                      if s == 1 and x.shape[i + lead] != 1)
+    y = x.sum(axis=axes, keepdims=True)
+    return _asarray(y.reshape(shape) if lead else y)
+
+
+def add_bias(y, b):
+    """``y += b`` in place, where ``b`` broadcasts to ``y`` without changing
+    its shape or dtype; returns ``y``."""
+    y += b
+    return y

@@ -33,7 +33,7 @@ from fastgrad._array_utils import (
     sum_to as _sum_to_array,
 )
 from fastgrad._core import GraphFunction as Function
-from fastgrad._core import _needs_grad
+from fastgrad._core import _graph_recording, _needs_grad, backend
 from fastgrad._core import (  # noqa: F401 - re-exported elementwise vocabulary
     Abs,
     Add,
@@ -453,6 +453,10 @@ def _matmul_backward(gy, x, W):
     # batch axes summed back to each operand's own shape.  No product for an
     # operand that was a plain array (the data of a layer, say).
     if x.ndim == 2 and W.ndim == 2:
+        if not _graph_recording():    # no create_graph: the same products on arrays
+            gy = gy.data
+            return (gy.dot(W.data.T) if _needs_grad(x) else None,
+                    x.data.T.dot(gy) if _needs_grad(W) else None)
         return (matmul(gy, transpose(W)) if _needs_grad(x) else None,
                 matmul(transpose(x), gy) if _needs_grad(W) else None)
     x_shape, W_shape = tuple(x.shape), tuple(W.shape)
@@ -496,16 +500,18 @@ class Linear(Function):
     def forward(self, x, W, b=None):
         y = _matmul_array("linear", x, W)
         if b is not None:
-            try:
-                out_shape = np.broadcast_shapes(y.shape, b.shape)
-            except ValueError:
-                out_shape = None
-            if out_shape != y.shape:
-                raise ValueError(f"linear: bias of shape {b.shape} does not broadcast "
-                                 f"to the output shape {y.shape} (x {x.shape}, "
-                                 f"W {W.shape})")
-            if isinstance(y, np.ndarray) and np.result_type(y, b) == y.dtype:
-                y += b
+            if b.shape != y.shape[y.ndim - b.ndim:]:    # (H,) is the common case
+                try:
+                    out_shape = np.broadcast_shapes(y.shape, b.shape)
+                except ValueError:
+                    out_shape = None
+                if out_shape != y.shape:
+                    raise ValueError(f"linear: bias of shape {b.shape} does not "
+                                     f"broadcast to the output shape {y.shape} "
+                                     f"(x {x.shape}, W {W.shape})")
+            if isinstance(y, np.ndarray) and (b.dtype == y.dtype or
+                                              np.result_type(y, b) == y.dtype):
+                y = backend.add_bias(y, b)
             else:
                 y = y + b
         return _nd(y)
@@ -516,6 +522,8 @@ class Linear(Function):
         if len(self.inputs) < 3:
             return gx, gW
         b = self.inputs[2]
+        if not _graph_recording():  # (forward checked that b broadcasts to gy)
+            return gx, gW, backend.sum_to(gy.data, tuple(b.shape))
         return gx, gW, sum_to(gy, b.shape)
 
 
@@ -573,13 +581,7 @@ class Softmax(Function):
 
     def forward(self, x):
         _normalize_axis(self.axis, x.ndim, "softmax: axis")
-        y = x - x.max(axis=self.axis, keepdims=True)
-        if y.dtype.kind in "fc":
-            np.exp(y, out=y)
-        else:
-            y = np.exp(y)
-        y /= y.sum(axis=self.axis, keepdims=True)
-        return y
+        return backend.softmax(x, self.axis)
 
     def backward(self, gy):
         y = _output(self)
@@ -683,18 +685,7 @@ def mean_squared_error(x0, x1):
     return MeanSquaredError()(x0, x1)
 
 
-def _check_labels(name, x_shape, t):
-    if len(x_shape) != 2:
-        raise ValueError(f"{name}: x must be 2-d (batch, classes), got shape {x_shape}")
-    n, c = x_shape
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"{name}: t must hold integer class labels, got dtype {t.dtype}")
-    if t.size != n:
-        raise ValueError(f"{name}: t has {t.size} labels (shape {t.shape}) for a "
-                         f"batch of {n} (x shape {x_shape})")
-    if t.size and (t.min() < 0 or t.max() >= c):
-        bad = t.min() if t.min() < 0 else t.max()
-        raise ValueError(f"{name}: label {bad} is out of range for {c} classes")
+_check_labels = backend.check_labels
 
 
 def softmax_cross_entropy_simple(x, t):
@@ -714,15 +705,12 @@ class SoftmaxCrossEntropy(Function):
     """Mean over the batch of ``-log softmax(x)[i, t[i]]``; ``t`` holds class labels."""
 
     def forward(self, x, t):
-        _check_labels("softmax_cross_entropy", x.shape, t)
-        N = x.shape[0]
-        log_z = _logsumexp(x, axis=1)
-        log_p = x - log_z
-        log_p = log_p[np.arange(N), t.ravel()]
-        return _nd(-log_p.sum() / N)
+        return backend.softmax_cross_entropy(x, t)
 
     def backward(self, gy):
         x, t = self.inputs
+        if not _graph_recording():    # no create_graph: arrays, one kernel
+            return backend.softmax_cross_entropy_backward(x.data, t.data, gy.data), None
         N, CLS_NUM = x.shape
         gy = gy * (1 / N)
         y = softmax(x)
