@@ -1287,16 +1287,18 @@ cdef int _step_user(Function f, bint retain_grad) except -1:
     cdef bint was = _backprop_enabled()
     _set_backprop(False)
     try:
-        r = f.backward(*gys)
+        box = [f.backward(*gys)]
     finally:
         _set_backprop(was)
     gys = None
-    return _deliver_user(f, [_unwrap_grads(r)])
+    return _deliver_user(f, [_unwrap_grads(box)])
 
 
-cdef object _unwrap_grads(object r):
-    """A GraphFunction's result with each private Variable replaced by its array."""
+cdef object _unwrap_grads(list box):
+    """A GraphFunction's result with each private Variable replaced by its
+    array.  The result comes in a one-item list, as for _deliver_user."""
     cdef tuple gxs
+    r = box.pop()
     if type(r) is tuple:
         gxs = <tuple>r
     elif isinstance(r, list):

@@ -129,14 +129,16 @@ def check_labels(name, x_shape, t):
         raise ValueError(f"{name}: label {bad} is out of range for {c} classes")
 
 
-def softmax_cross_entropy(x, t):
+def softmax_cross_entropy(x, t, keep_softmax=False):
     """Return ``-sum((x - logsumexp(x))[arange(N), t]) / N`` for logits ``x``
-    (N, C) and labels ``t`` (N integers), as a 0-d array."""
+    (N, C) and labels ``t`` (N integers), as a 0-d array; with
+    ``keep_softmax``, the pair ``(loss, softmax(x))``."""
     check_labels("softmax_cross_entropy", x.shape, t)
     N = x.shape[0]
     log_p = x - logsumexp(x, axis=1)
     log_p = log_p[np.arange(N), t.ravel()]
-    return _asarray(-log_p.sum() / N)
+    loss = _asarray(-log_p.sum() / N)
+    return (loss, softmax(x)) if keep_softmax else loss
 
 
 def softmax(x, axis=1):
@@ -150,12 +152,14 @@ def softmax(x, axis=1):
     return y
 
 
-def softmax_cross_entropy_backward(x, t, gy):
+def softmax_cross_entropy_backward(x, t, gy, y=None):
     """Return ``(softmax(x) - one_hot(t)) * (gy * (1 / N))``, the gradient of
-    :func:`softmax_cross_entropy` with respect to ``x``."""
+    :func:`softmax_cross_entropy` with respect to ``x``; ``y`` is
+    ``softmax(x)`` when the caller has it."""
     N, C = x.shape
     gy = gy * (1 / N)
-    y = softmax(x)
+    if y is None:
+        y = softmax(x)
     dtype = y.dtype if y.dtype.kind == "f" else np.float64
     t_onehot = np.eye(C, dtype=dtype)[t.ravel()]
     return _asarray((y - t_onehot) * gy)

@@ -129,36 +129,49 @@ cdef void _shifted_exp(const double* x, double* e, double* m,
     _apply(_exp_loop, _exp_data, e, n * c)
 
 
-def softmax_cross_entropy(x, t):
-    """Return ``-mean_i log softmax(x)[i, t[i]]`` as a 0-d array (see
+def softmax_cross_entropy(x, t, keep_softmax=False):
+    """Return ``-mean_i log softmax(x)[i, t[i]]`` as a 0-d array, and with
+    ``keep_softmax`` the softmax it computed on the way (see
     :func:`fastgrad._reference.softmax_cross_entropy`)."""
     cdef const cnp.npy_intp* labels
-    cdef cnp.npy_intp i, n, c
+    cdef cnp.npy_intp i, j, n, c
     cdef double* e
+    cdef double* m
     cdef const double* xd
     cdef double total
     if not (_rowwise_on and _is_batch(x)):
-        return _ref.softmax_cross_entropy(x, t)
+        return _ref.softmax_cross_entropy(x, t, keep_softmax)
     labels = _labels(x, t)
     if labels == NULL:
-        return _ref.softmax_cross_entropy(x, t)
+        return _ref.softmax_cross_entropy(x, t, keep_softmax)
     n = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
     c = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
     xd = <const double*>cnp.PyArray_DATA(<cnp.ndarray>x)
-    e = <double*>malloc((n * c + 2 * n) * sizeof(double))
-    if e == NULL:
+    y = None
+    if keep_softmax:
+        y = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray>x), cnp.NPY_DOUBLE, 0)
+        e = <double*>cnp.PyArray_DATA(<cnp.ndarray>y)
+        m = <double*>malloc(2 * n * sizeof(double))
+    else:
+        m = <double*>malloc((n * c + 2 * n) * sizeof(double))
+        e = m + 2 * n
+    if m == NULL:
         raise MemoryError()
-    cdef double* m = e + n * c
     cdef double* logp = m + n
     _shifted_exp(xd, e, m, n, c)
     for i in range(n):
         logp[i] = _numpy_sum(e + i * c, c)
+    if keep_softmax:
+        for i in range(n):
+            for j in range(c):
+                e[i * c + j] /= logp[i]
     _apply(_log_loop, _log_data, logp, n)
     for i in range(n):      # log_z = m + log(s);  log_p = x[i, t[i]] - log_z
         logp[i] = xd[i * c + labels[i]] - (m[i] + logp[i])
     total = _numpy_sum(logp, n)
-    free(e)
-    return np.asarray(-total / <double>n)
+    free(m)
+    loss = np.asarray(-total / <double>n)
+    return (loss, y) if keep_softmax else loss
 
 
 def softmax(x, axis=1):
@@ -186,31 +199,40 @@ def softmax(x, axis=1):
     return out
 
 
-def softmax_cross_entropy_backward(x, t, gy):
+def softmax_cross_entropy_backward(x, t, gy, y=None):
     """Return the gradient of :func:`softmax_cross_entropy` with respect to
-    ``x`` (see :func:`fastgrad._reference.softmax_cross_entropy_backward`)."""
+    ``x``; ``y`` is ``softmax(x)`` if the forward kept it (see
+    :func:`fastgrad._reference.softmax_cross_entropy_backward`)."""
     cdef const cnp.npy_intp* labels
     cdef cnp.npy_intp i, j, n, c
     cdef double g, s
     cdef double* o
     cdef double* m
     if not (_rowwise_on and _is_batch(x) and _ftype(gy) == cnp.NPY_DOUBLE
-            and cnp.PyArray_NDIM(<cnp.ndarray>gy) == 0):
-        return _ref.softmax_cross_entropy_backward(x, t, gy)
+            and cnp.PyArray_NDIM(<cnp.ndarray>gy) == 0
+            and (y is None or (_is_batch(y) and _same_shape(<cnp.ndarray>x, <cnp.ndarray>y)))):
+        return _ref.softmax_cross_entropy_backward(x, t, gy, y)
     labels = _labels(x, t)
     if labels == NULL:
-        return _ref.softmax_cross_entropy_backward(x, t, gy)
+        return _ref.softmax_cross_entropy_backward(x, t, gy, y)
     n = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
     c = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
+    g = (<const double*>cnp.PyArray_DATA(<cnp.ndarray>gy))[0] * (1.0 / <double>n)
     out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray>x), cnp.NPY_DOUBLE, 0)
     o = <double*>cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef const double* yd
+    if y is not None:
+        yd = <const double*>cnp.PyArray_DATA(<cnp.ndarray>y)
+        for i in range(n):      # (softmax(x) - one_hot(t)) * (gy * (1 / N))
+            for j in range(c):
+                o[i * c + j] = (yd[i * c + j] - (1.0 if j == labels[i] else 0.0)) * g
+        return out
     m = <double*>malloc(n * sizeof(double))
     if m == NULL:
         raise MemoryError()
     _shifted_exp(<const double*>cnp.PyArray_DATA(<cnp.ndarray>x), o, m, n, c)
     free(m)
-    g = (<const double*>cnp.PyArray_DATA(<cnp.ndarray>gy))[0] * (1.0 / <double>n)
-    for i in range(n):      # (softmax(x) - one_hot(t)) * (gy * (1 / N))
+    for i in range(n):
         s = _numpy_sum(o + i * c, c)
         for j in range(c):
             o[i * c + j] = (o[i * c + j] / s - (1.0 if j == labels[i] else 0.0)) * g
@@ -275,7 +297,9 @@ def _probe_rowwise():
         x = rng.standard_normal((n, c)) * 10.0 ** rng.integers(-2, 3, (n, c))
         t = rng.integers(0, c, n).astype(np.intp)
         gy = np.asarray(rng.standard_normal())
+        kept = softmax_cross_entropy(x, t, True)[1]
         pairs = ((softmax_cross_entropy(x, t), _ref.softmax_cross_entropy(x, t)),
+                 (kept, _ref.softmax(x)),
                  (softmax_cross_entropy_backward(x, t, gy),
                   _ref.softmax_cross_entropy_backward(x, t, gy)),
                  (softmax(x), _ref.softmax(x)),

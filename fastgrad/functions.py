@@ -704,13 +704,19 @@ def softmax_cross_entropy_simple(x, t):
 class SoftmaxCrossEntropy(Function):
     """Mean over the batch of ``-log softmax(x)[i, t[i]]``; ``t`` holds class labels."""
 
+    _softmax = None     # softmax(x), kept by the forward for the backward
+
     def forward(self, x, t):
-        return backend.softmax_cross_entropy(x, t)
+        if not _graph_recording():      # no graph: nobody will ask for a backward
+            return backend.softmax_cross_entropy(x, t)
+        loss, self._softmax = backend.softmax_cross_entropy(x, t, keep_softmax=True)
+        return loss
 
     def backward(self, gy):
         x, t = self.inputs
         if not _graph_recording():    # no create_graph: arrays, one kernel
-            return backend.softmax_cross_entropy_backward(x.data, t.data, gy.data), None
+            return backend.softmax_cross_entropy_backward(x.data, t.data, gy.data,
+                                                          self._softmax), None
         N, CLS_NUM = x.shape
         gy = gy * (1 / N)
         y = softmax(x)

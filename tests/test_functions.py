@@ -660,3 +660,32 @@ def test_array_operands_get_no_gradient_and_change_nothing(fn):
             wrapped = next(v for v in f.inputs if v.creator is None and v.data.size == 24)
             assert wrapped.grad is None
     assert grads[0] == grads[1]
+
+
+def test_graph_function_gradients_are_kept_without_a_copy_only_when_private():
+    import weakref
+
+    from fastgrad.dezero import Function, Variable
+    kept = []
+
+    class Twice(Function):
+        def __init__(self, hold):
+            self.hold = hold
+
+        def forward(self, x):
+            return 2 * x
+
+        def backward(self, gy):
+            g = gy.data * 2
+            kept.append(g if self.hold else weakref.ref(g))
+            return g
+
+    x = Variable(np.arange(3.0))
+    Twice(hold=False)(x).backward()
+    assert x.grad.data is kept.pop()()      # nobody else had it: no copy
+    x = Variable(np.arange(3.0))
+    Twice(hold=True)(x).backward()
+    held = kept.pop()
+    assert not np.shares_memory(x.grad.data, held)
+    held[...] = 0.0
+    assert np.all(x.grad.data == 2.0)

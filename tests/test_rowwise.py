@@ -58,7 +58,12 @@ def check(name, *args):
     with np.errstate(all="ignore"):
         want = getattr(R, name)(*args)
         got = getattr(O, name)(*args)
-    same_bits(got, want)
+    if isinstance(want, tuple):
+        assert isinstance(got, tuple) and len(got) == len(want)
+        for g, w in zip(got, want):
+            same_bits(g, w)
+    else:
+        same_bits(got, want)
     for a, b in zip(args, before):
         if isinstance(a, np.ndarray):
             assert a.tobytes() == b.tobytes(), "an input was modified"
@@ -79,7 +84,11 @@ def test_softmax_cross_entropy(dtype, shape, layout):
     x = make(shape, dtype, layout)
     t = labels(shape[0], shape[1])
     check("softmax_cross_entropy", x, t)
-    check("softmax_cross_entropy_backward", x, t, np.asarray(0.37, dtype))
+    _, y = check("softmax_cross_entropy", x, t, True)
+    gy = np.asarray(0.37, dtype)
+    g = check("softmax_cross_entropy_backward", x, t, gy)
+    # The softmax the forward kept gives the recomputed gradient's bits.
+    same_bits(check("softmax_cross_entropy_backward", x, t, gy, y), g)
     check("softmax", x)
     check("softmax", x, -1)
 
@@ -107,6 +116,20 @@ def test_special_values(special):
     check("softmax_cross_entropy", x, t)
     check("softmax_cross_entropy_backward", x, t, np.asarray(2.0))
     check("softmax", x)
+
+
+def test_kept_softmax_of_another_layout_or_dtype():
+    x, t = make((6, 4)), labels(6, 4)
+    gy = np.asarray(0.5)
+    for y in (R.softmax(x).astype(np.float32), np.asfortranarray(R.softmax(x)),
+              R.softmax(x)[:, :3]):
+        try:
+            want = R.softmax_cross_entropy_backward(x, t, gy, y)
+        except ValueError:
+            with pytest.raises(ValueError):
+                O.softmax_cross_entropy_backward(x, t, gy, y)
+            continue
+        same_bits(O.softmax_cross_entropy_backward(x, t, gy, y), want)
 
 
 def test_gradient_scalars():
