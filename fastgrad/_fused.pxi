@@ -33,6 +33,15 @@ cdef enum:
     I_SIGN
     I_FABS
     I_SQRT
+    # Internal to the evaluator: a binary op with a constant operand, which
+    # _Program makes from a CONST register that only such ops read (so no
+    # block of the constant is filled per block of data).
+    I_ADDC
+    I_SUBC
+    I_RSUBC
+    I_MULC
+    I_DIVC
+    I_RDIVC
 
 cdef struct _Instr:
     int op, dst, a, b, c, fn
@@ -82,6 +91,7 @@ cdef class _Program:
         self.nin = nin
         self.nregs = nregs
         self.out = out
+        code = _fold_constants(code, nin, out)
         self.n = len(code)
         for i, (op, dst, a, b, c, fn, value) in enumerate(code):
             self.code[i].op = op
@@ -91,6 +101,41 @@ cdef class _Program:
             self.code[i].c = c
             self.code[i].fn = fn
             self.code[i].value = value
+
+
+# (op, constant operand on the right?) -> the op with an immediate constant
+_WITH_CONSTANT = {(I_ADD, True): I_ADDC, (I_ADD, False): I_ADDC,
+                  (I_MUL, True): I_MULC, (I_MUL, False): I_MULC,
+                  (I_SUB, True): I_SUBC, (I_SUB, False): I_RSUBC,
+                  (I_DIV, True): I_DIVC, (I_DIV, False): I_RDIVC}
+
+
+def _fold_constants(program, int nin, int out):
+    """``code`` with each CONST that only feeds ADD/SUB/MUL/DIV folded into
+    them as an immediate operand (the same IEEE operations: + and * are
+    commutative, and SUB/DIV keep their operand order)."""
+    code = list(program)
+    k = 0
+    while k < len(code):
+        op, dst, _, _, _, _, value = code[k]
+        writes = [j for j, ins in enumerate(code) if ins[1] == dst]
+        users = [j for j in range(k + 1, len(code)) if dst in code[j][2:5]]
+        foldable = (op == I_CONST and dst != out and dst >= nin and writes == [k]
+                    and value == value and users)
+        for j in users:
+            uop, _, a, b, c, _, _ = code[j]
+            if (uop not in (I_ADD, I_SUB, I_MUL, I_DIV) or (a == dst) == (b == dst)
+                    or c == dst):
+                foldable = False
+        if not foldable:
+            k += 1
+            continue
+        for j in users:
+            uop, d, a, b, c, fn, _ = code[j]
+            right = b == dst
+            code[j] = (_WITH_CONSTANT[uop, right], d, a if right else b, 0, 0, fn, value)
+        del code[k]
+    return tuple(code)
 
 
 cdef void _run_block(const _Instr* code, int ncode, floating** reg, Py_ssize_t m,
@@ -156,6 +201,30 @@ cdef void _run_block(const _Instr* code, int ncode, floating** reg, Py_ssize_t m
         elif ins.op == I_SQRT:
             for i in range(m):
                 d[i] = (sqrtf(a[i]) if floating is float else libm_sqrt(a[i]))
+        elif ins.op == I_ADDC:
+            v = <floating>ins.value
+            for i in range(m):
+                d[i] = a[i] + v
+        elif ins.op == I_SUBC:
+            v = <floating>ins.value
+            for i in range(m):
+                d[i] = a[i] - v
+        elif ins.op == I_RSUBC:
+            v = <floating>ins.value
+            for i in range(m):
+                d[i] = v - a[i]
+        elif ins.op == I_MULC:
+            v = <floating>ins.value
+            for i in range(m):
+                d[i] = a[i] * v
+        elif ins.op == I_DIVC:
+            v = <floating>ins.value
+            for i in range(m):
+                d[i] = a[i] / v
+        elif ins.op == I_RDIVC:
+            v = <floating>ins.value
+            for i in range(m):
+                d[i] = v / a[i]
         elif ins.op == I_UFUNC1:
             args[0] = <char*>a
             args[1] = <char*>d

@@ -265,3 +265,16 @@ def test_graph_variable_before_the_full_face_is_registered_does_not_crash():
     assert out.returncode == 0, out.stderr
     name, g = out.stdout.split()
     assert name == "Variable" and abs(float(g) - (4 + np.exp(2.0))) < 1e-12
+
+
+def test_constants_fold_only_into_arithmetic_ops():
+    from fastgrad._core import _fold_constants
+    CONST, ADD, SUB, UFUNC2 = 11, 1, 2, 14
+    # 2.0 - x: the constant folds into a reversed subtraction.
+    folded = _fold_constants(((CONST, 1, 0, 0, 0, 0, 2.0), (SUB, 2, 1, 0, 0, 0, 0.0)), 1, 2)
+    assert len(folded) == 1 and folded[0][1:3] == (2, 0) and folded[0][6] == 2.0
+    # A constant read by a ufunc (maximum), or as both operands, stays a register.
+    kept = ((CONST, 1, 0, 0, 0, 0, 0.0), (UFUNC2, 2, 0, 1, 0, 6, 0.0))
+    assert _fold_constants(kept, 1, 2) == kept
+    both = ((CONST, 1, 0, 0, 0, 0, 3.0), (ADD, 2, 1, 1, 0, 0, 0.0))
+    assert _fold_constants(both, 1, 2) == both
