@@ -517,11 +517,11 @@ class Linear(Function):
         return _nd(y)
 
     def backward(self, gy):
-        x, W = self.inputs[0], self.inputs[1]
-        gx, gW = _matmul_backward(gy, x, W)
-        if len(self.inputs) < 3:
+        inputs = self.inputs
+        gx, gW = _matmul_backward(gy, inputs[0], inputs[1])
+        if len(inputs) < 3:
             return gx, gW
-        b = self.inputs[2]
+        b = inputs[2]
         if not _graph_recording():  # (forward checked that b broadcasts to gy)
             return gx, gW, backend.sum_to(gy.data, tuple(b.shape))
         return gx, gW, sum_to(gy, b.shape)
