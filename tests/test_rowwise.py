@@ -218,3 +218,10 @@ def test_add_bias_read_only_raises():
     for mod in (O, R):
         with pytest.raises(ValueError, match="read-only"):
             mod.add_bias(y, np.ones(3))
+
+
+def test_add_bias_of_a_row_of_itself():
+    # b overlaps y: NumPy's buffered semantics, not a kernel reading what it wrote.
+    y = make((5, 4))
+    want = R.add_bias(y.copy(), y.copy()[2])
+    same_bits(O.add_bias(y, y[2]), want)
