@@ -1,14 +1,15 @@
-# Included by _ops.pyx: kernels along the rows of a 2-d float64 batch, where
-# NumPy's per-row reductions cost far more than their arithmetic (a
-# ``max(axis=1)`` over 300 rows of 3 classes loops 300 times in its iterator).
+# Included by _ops.pyx: kernels along the rows of a 2-d float32 or float64
+# batch, where NumPy's per-row reductions cost far more than their
+# arithmetic (a ``max(axis=1)`` over 300 rows of 3 classes loops 300 times in
+# its iterator).
 #
-# Each performs NumPy's floating-point operations in NumPy's order, so the
-# results are its bits: a row sum is NumPy's pairwise sum of the row added
-# to the identity +0.0, a sum over axis 0 adds the rows to +0.0 one after
-# another, exp and log are NumPy's own
-# float64 loops, called on the same contiguous memory.  A probe at import
-# compares them with the NumPy formulas of fastgrad._reference and turns them
-# off if a NumPy release ever sums in another order.
+# Each performs NumPy's floating-point operations in NumPy's order and
+# precision, so the results are its bits: a row sum is NumPy's pairwise sum
+# of the row added to the identity +0.0, a sum over axis 0 adds the rows to
+# +0.0 one after another, exp and log are NumPy's own loops for the dtype,
+# called on the same contiguous memory.  A probe at import compares them with
+# the NumPy formulas of fastgrad._reference and turns them off if a NumPy
+# release ever sums in another order.
 
 cnp.import_ufunc()
 
@@ -19,54 +20,62 @@ ctypedef void (*_ufunc_loop)(char**, cnp.npy_intp*, cnp.npy_intp*, void*) noexce
 # vectorize without a run-time overlap check per row.
 cdef extern from *:
     """
-    static void fastgrad_sum_rows(double *restrict o, const double *restrict x,
-                                  npy_intp n, npy_intp h) {
-        for (npy_intp j = 0; j < h; j++) o[j] = 0.0 + x[j];
-        for (npy_intp i = 1; i < n; i++) {
-            const double *restrict r = x + i * h;
-            for (npy_intp j = 0; j < h; j++) o[j] += r[j];
-        }
+    #define FASTGRAD_ROW_LOOPS(T, SUFFIX)                                        \
+    static void fastgrad_sum_rows_##SUFFIX(T *restrict o, const T *restrict x,   \
+                                           npy_intp n, npy_intp h) {             \
+        for (npy_intp j = 0; j < h; j++) o[j] = (T)0.0 + x[j];                   \
+        for (npy_intp i = 1; i < n; i++) {                                       \
+            const T *restrict r = x + i * h;                                     \
+            for (npy_intp j = 0; j < h; j++) o[j] += r[j];                       \
+        }                                                                        \
+    }                                                                            \
+    static void fastgrad_add_rows_##SUFFIX(T *restrict y, const T *restrict b,   \
+                                           npy_intp n, npy_intp h) {             \
+        for (npy_intp i = 0; i < n; i++) {                                       \
+            T *restrict r = y + i * h;                                           \
+            for (npy_intp j = 0; j < h; j++) r[j] += b[j];                       \
+        }                                                                        \
     }
-    static void fastgrad_add_rows(double *restrict y, const double *restrict b,
-                                  npy_intp n, npy_intp h) {
-        for (npy_intp i = 0; i < n; i++) {
-            double *restrict r = y + i * h;
-            for (npy_intp j = 0; j < h; j++) r[j] += b[j];
-        }
-    }
+    FASTGRAD_ROW_LOOPS(double, d)
+    FASTGRAD_ROW_LOOPS(float, f)
     """
-    void fastgrad_sum_rows(double* o, const double* x, cnp.npy_intp n, cnp.npy_intp h) noexcept nogil
-    void fastgrad_add_rows(double* y, const double* b, cnp.npy_intp n, cnp.npy_intp h) noexcept nogil
+    void fastgrad_sum_rows_d(double* o, const double* x, cnp.npy_intp n, cnp.npy_intp h) noexcept nogil
+    void fastgrad_add_rows_d(double* y, const double* b, cnp.npy_intp n, cnp.npy_intp h) noexcept nogil
+    void fastgrad_sum_rows_f(float* o, const float* x, cnp.npy_intp n, cnp.npy_intp h) noexcept nogil
+    void fastgrad_add_rows_f(float* y, const float* b, cnp.npy_intp n, cnp.npy_intp h) noexcept nogil
 
-cdef _ufunc_loop _exp_loop = NULL
-cdef _ufunc_loop _log_loop = NULL
-cdef void* _exp_data = NULL
-cdef void* _log_data = NULL
+# NumPy's loops, [0] float64, [1] float32
+cdef _ufunc_loop _exp_loop[2]
+cdef _ufunc_loop _log_loop[2]
+cdef void* _exp_data[2]
+cdef void* _log_data[2]
 cdef bint _rowwise_on = False
 
 
-cdef int _find_loop(cnp.ufunc uf, _ufunc_loop* loop, void** data) except -1:
+cdef int _find_loop(cnp.ufunc uf, char typenum, _ufunc_loop* loop, void** data) except -1:
     cdef int k
     for k in range(uf.ntypes):
-        if uf.types[2 * k] == cnp.NPY_DOUBLE and uf.types[2 * k + 1] == cnp.NPY_DOUBLE:
+        if uf.types[2 * k] == typenum and uf.types[2 * k + 1] == typenum:
             loop[0] = <_ufunc_loop>uf.functions[k]
             data[0] = uf.data[k]
             return 0
-    raise ImportError(f"fastgrad: NumPy's {uf.__name__} has no float64 loop")
+    raise ImportError(f"fastgrad: NumPy's {uf.__name__} has no loop for type {typenum}")
 
 
-cdef inline void _apply(_ufunc_loop loop, void* data, double* a, cnp.npy_intp n) noexcept:
-    """``np.ufunc(a, out=a)`` on ``n`` contiguous doubles."""
+cdef inline void _apply(_ufunc_loop* loops, void** data, floating* a,
+                        cnp.npy_intp n) noexcept:
+    """``np.ufunc(a, out=a)`` on ``n`` contiguous values."""
     cdef char* args[2]
     cdef cnp.npy_intp steps[2]
+    cdef int t = 1 if floating is float else 0
     args[0] = args[1] = <char*>a
-    steps[0] = steps[1] = sizeof(double)
-    loop(args, &n, steps, data)
+    steps[0] = steps[1] = sizeof(floating)
+    loops[t](args, &n, steps, data[t])
 
 
-cdef double _pairwise_sum(const double* a, cnp.npy_intp n) noexcept:
-    """NumPy's float64 pairwise sum of ``n`` contiguous values."""
-    cdef double r0, r1, r2, r3, r4, r5, r6, r7, res
+cdef floating _pairwise_sum(const floating* a, cnp.npy_intp n) noexcept:
+    """NumPy's pairwise sum of ``n`` contiguous values, in their precision."""
+    cdef floating r0, r1, r2, r3, r4, r5, r6, r7, res
     cdef cnp.npy_intp i, n2
     if n < 8:
         res = -0.0
@@ -97,14 +106,15 @@ cdef double _pairwise_sum(const double* a, cnp.npy_intp n) noexcept:
     return _pairwise_sum(a, n2) + _pairwise_sum(a + n2, n - n2)
 
 
-cdef inline double _numpy_sum(const double* a, cnp.npy_intp n) noexcept:
+cdef inline floating _numpy_sum(const floating* a, cnp.npy_intp n) noexcept:
     """``np.sum`` of ``n`` contiguous values: +0.0 (the identity) + pairwise sum."""
-    return 0.0 + _pairwise_sum(a, n)
+    cdef floating zero = 0.0
+    return zero + _pairwise_sum(a, n)
 
 
-cdef inline double _row_max(const double* row, cnp.npy_intp c) noexcept:
+cdef inline floating _row_max(const floating* row, cnp.npy_intp c) noexcept:
     """NumPy's maximum of a row: NaN if the row holds one."""
-    cdef double m = row[0]
+    cdef floating m = row[0]
     cdef cnp.npy_intp j
     for j in range(1, c):
         if m == m and (row[j] > m or row[j] != row[j]):
@@ -112,10 +122,13 @@ cdef inline double _row_max(const double* row, cnp.npy_intp c) noexcept:
     return m
 
 
-cdef inline bint _is_batch(object x):
-    """An exact, aligned, C-contiguous (N, C) float64 array, N and C >= 1."""
-    return (_ftype(x) == cnp.NPY_DOUBLE and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
-            and cnp.PyArray_SIZE(<cnp.ndarray>x) > 0)
+cdef inline int _batch_type(object x):
+    """NPY_DOUBLE or NPY_FLOAT for an exact, aligned, C-contiguous (N, C) array
+    with N and C >= 1, else -1."""
+    cdef int t = _ftype(x)
+    if t >= 0 and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2 and cnp.PyArray_SIZE(<cnp.ndarray>x) > 0:
+        return t
+    return -1
 
 
 cdef const cnp.npy_intp* _labels(object x, object t):
@@ -140,11 +153,11 @@ cdef const cnp.npy_intp* _labels(object x, object t):
     return p
 
 
-cdef void _shifted_exp(const double* x, double* e, double* m,
+cdef void _shifted_exp(const floating* x, floating* e, floating* m,
                        cnp.npy_intp n, cnp.npy_intp c) noexcept:
     """``e = exp(x - x.max(axis=1, keepdims=True))``; the maxima go to ``m``."""
     cdef cnp.npy_intp i, j
-    cdef double mi
+    cdef floating mi
     for i in range(n):
         mi = _row_max(x + i * c, c)
         m[i] = mi
@@ -153,73 +166,118 @@ cdef void _shifted_exp(const double* x, double* e, double* m,
     _apply(_exp_loop, _exp_data, e, n * c)
 
 
+cdef void _softmax_rows(floating* o, cnp.npy_intp n, cnp.npy_intp c) noexcept:
+    """``o /= o.sum(axis=1, keepdims=True)``."""
+    cdef cnp.npy_intp i, j
+    cdef floating s
+    for i in range(n):
+        s = _numpy_sum(o + i * c, c)
+        for j in range(c):
+            o[i * c + j] /= s
+
+
+cdef floating _sce_total(const floating* x, const cnp.npy_intp* labels, floating* e,
+                         floating* m, cnp.npy_intp n, cnp.npy_intp c, bint keep) noexcept:
+    """``sum_i log_softmax(x)[i, t[i]]``; ``e`` gets the softmax if ``keep``;
+    ``m`` is scratch for 2n values."""
+    cdef cnp.npy_intp i, j
+    cdef floating* logp = m + n
+    _shifted_exp(x, e, m, n, c)
+    for i in range(n):
+        logp[i] = _numpy_sum(e + i * c, c)
+    if keep:
+        for i in range(n):
+            for j in range(c):
+                e[i * c + j] /= logp[i]
+    _apply(_log_loop, _log_data, logp, n)
+    for i in range(n):      # log_z = m + log(s);  log_p = x[i, t[i]] - log_z
+        logp[i] = x[i * c + labels[i]] - (m[i] + logp[i])
+    return _numpy_sum(logp, n)
+
+
+cdef void _sce_grad(const floating* x, const floating* y, const cnp.npy_intp* labels,
+                    floating* o, floating* m, floating g, cnp.npy_intp n,
+                    cnp.npy_intp c) noexcept:
+    """``(softmax(x) - one_hot(t)) * g`` into ``o``; ``y`` is softmax(x) or
+    NULL (then it is computed, ``m`` is scratch for n values)."""
+    cdef cnp.npy_intp i, j
+    cdef floating one = 1.0, zero = 0.0
+    if y == NULL:
+        _shifted_exp(x, o, m, n, c)
+        _softmax_rows(o, n, c)
+        y = o
+    for i in range(n):
+        for j in range(c):
+            o[i * c + j] = (y[i * c + j] - (one if j == labels[i] else zero)) * g
+
+
+cdef void* _scratch(size_t count, int t) except NULL:
+    cdef void* p = malloc(max(count, 1) * (sizeof(double) if t == cnp.NPY_DOUBLE else sizeof(float)))
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
 def softmax_cross_entropy(x, t, keep_softmax=False):
     """Return ``-mean_i log softmax(x)[i, t[i]]`` as a 0-d array, and with
     ``keep_softmax`` the softmax it computed on the way (see
     :func:`fastgrad._reference.softmax_cross_entropy`)."""
     cdef const cnp.npy_intp* labels
-    cdef cnp.npy_intp i, j, n, c
-    cdef double* e
-    cdef double* m
-    cdef const double* xd
+    cdef cnp.npy_intp n, c
+    cdef int tp = _batch_type(x) if _rowwise_on else -1
     cdef double total
-    if not (_rowwise_on and _is_batch(x)):
+    cdef float ftotal
+    cdef void* m
+    cdef void* e
+    cdef bint keep = keep_softmax
+    if tp < 0:
         return _ref.softmax_cross_entropy(x, t, keep_softmax)
     labels = _labels(x, t)
     if labels == NULL:
         return _ref.softmax_cross_entropy(x, t, keep_softmax)
     n = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
     c = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
-    xd = <const double*>cnp.PyArray_DATA(<cnp.ndarray>x)
     y = None
-    if keep_softmax:
-        y = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray>x), cnp.NPY_DOUBLE, 0)
-        e = <double*>cnp.PyArray_DATA(<cnp.ndarray>y)
-        m = <double*>malloc(2 * n * sizeof(double))
+    if keep:
+        y = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray>x), tp, 0)
+        m = _scratch(2 * n, tp)
+        e = cnp.PyArray_DATA(<cnp.ndarray>y)
     else:
-        m = <double*>malloc((n * c + 2 * n) * sizeof(double))
-        e = m + 2 * n
-    if m == NULL:
-        raise MemoryError()
-    cdef double* logp = m + n
-    _shifted_exp(xd, e, m, n, c)
-    for i in range(n):
-        logp[i] = _numpy_sum(e + i * c, c)
-    if keep_softmax:
-        for i in range(n):
-            for j in range(c):
-                e[i * c + j] /= logp[i]
-    _apply(_log_loop, _log_data, logp, n)
-    for i in range(n):      # log_z = m + log(s);  log_p = x[i, t[i]] - log_z
-        logp[i] = xd[i * c + labels[i]] - (m[i] + logp[i])
-    total = _numpy_sum(logp, n)
+        m = _scratch(2 * n + n * c, tp)
+        e = (<double*>m + 2 * n) if tp == cnp.NPY_DOUBLE else <void*>(<float*>m + 2 * n)
+    if tp == cnp.NPY_DOUBLE:
+        total = _sce_total[double](<const double*>cnp.PyArray_DATA(<cnp.ndarray>x),
+                                   labels, <double*>e, <double*>m, n, c, keep)
+        loss = np.asarray(-total / <double>n)
+    else:
+        ftotal = _sce_total[float](<const float*>cnp.PyArray_DATA(<cnp.ndarray>x),
+                                   labels, <float*>e, <float*>m, n, c, keep)
+        ftotal = -ftotal / <float>n
+        loss = np.asarray(ftotal, dtype=np.float32)
     free(m)
-    loss = np.asarray(-total / <double>n)
     return (loss, y) if keep_softmax else loss
 
 
 def softmax(x, axis=1):
     """Return the softmax of ``x`` along ``axis`` (see
     :func:`fastgrad._reference.softmax`); compiled along the rows of a batch."""
-    cdef cnp.npy_intp i, j, n, c
-    cdef double s
-    cdef double* o
-    cdef double* m
-    if not (_rowwise_on and _is_batch(x) and type(axis) is int and (axis == 1 or axis == -1)):
+    cdef cnp.npy_intp n, c
+    cdef int tp = _batch_type(x) if _rowwise_on else -1
+    if not (tp >= 0 and type(axis) is int and (axis == 1 or axis == -1)):
         return _ref.softmax(x, axis)
     n = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
     c = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
-    out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray>x), cnp.NPY_DOUBLE, 0)
-    o = <double*>cnp.PyArray_DATA(<cnp.ndarray>out)
-    m = <double*>malloc(n * sizeof(double))
-    if m == NULL:
-        raise MemoryError()
-    _shifted_exp(<const double*>cnp.PyArray_DATA(<cnp.ndarray>x), o, m, n, c)
+    out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray>x), tp, 0)
+    cdef void* m = _scratch(n, tp)
+    if tp == cnp.NPY_DOUBLE:
+        _shifted_exp(<const double*>cnp.PyArray_DATA(<cnp.ndarray>x),
+                     <double*>cnp.PyArray_DATA(<cnp.ndarray>out), <double*>m, n, c)
+        _softmax_rows(<double*>cnp.PyArray_DATA(<cnp.ndarray>out), n, c)
+    else:
+        _shifted_exp(<const float*>cnp.PyArray_DATA(<cnp.ndarray>x),
+                     <float*>cnp.PyArray_DATA(<cnp.ndarray>out), <float*>m, n, c)
+        _softmax_rows(<float*>cnp.PyArray_DATA(<cnp.ndarray>out), n, c)
     free(m)
-    for i in range(n):
-        s = _numpy_sum(o + i * c, c)
-        for j in range(c):
-            o[i * c + j] /= s
     return out
 
 
@@ -228,70 +286,70 @@ def softmax_cross_entropy_backward(x, t, gy, y=None):
     ``x``; ``y`` is ``softmax(x)`` if the forward kept it (see
     :func:`fastgrad._reference.softmax_cross_entropy_backward`)."""
     cdef const cnp.npy_intp* labels
-    cdef cnp.npy_intp i, j, n, c
-    cdef double g, s
-    cdef double* o
-    cdef double* m
-    if not (_rowwise_on and _is_batch(x) and _ftype(gy) == cnp.NPY_DOUBLE
-            and cnp.PyArray_NDIM(<cnp.ndarray>gy) == 0
-            and (y is None or (_is_batch(y) and _same_shape(<cnp.ndarray>x, <cnp.ndarray>y)))):
+    cdef cnp.npy_intp n, c
+    cdef int tp = _batch_type(x) if _rowwise_on else -1
+    cdef void* yd = NULL
+    cdef void* m
+    if not (tp >= 0 and _ftype(gy) == tp and cnp.PyArray_NDIM(<cnp.ndarray>gy) == 0
+            and (y is None or (_batch_type(y) == tp
+                               and _same_shape(<cnp.ndarray>x, <cnp.ndarray>y)))):
         return _ref.softmax_cross_entropy_backward(x, t, gy, y)
     labels = _labels(x, t)
     if labels == NULL:
         return _ref.softmax_cross_entropy_backward(x, t, gy, y)
     n = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
     c = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
-    g = (<const double*>cnp.PyArray_DATA(<cnp.ndarray>gy))[0] * (1.0 / <double>n)
-    out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray>x), cnp.NPY_DOUBLE, 0)
-    o = <double*>cnp.PyArray_DATA(<cnp.ndarray>out)
-    cdef const double* yd
+    out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray>x), tp, 0)
     if y is not None:
-        yd = <const double*>cnp.PyArray_DATA(<cnp.ndarray>y)
-        for i in range(n):      # (softmax(x) - one_hot(t)) * (gy * (1 / N))
-            for j in range(c):
-                o[i * c + j] = (yd[i * c + j] - (1.0 if j == labels[i] else 0.0)) * g
-        return out
-    m = <double*>malloc(n * sizeof(double))
-    if m == NULL:
-        raise MemoryError()
-    _shifted_exp(<const double*>cnp.PyArray_DATA(<cnp.ndarray>x), o, m, n, c)
+        yd = cnp.PyArray_DATA(<cnp.ndarray>y)
+    m = _scratch(n, tp)
+    # DeZero's gy * (1 / N): 1 / N is a Python float, cast to gy's dtype.
+    if tp == cnp.NPY_DOUBLE:
+        _sce_grad[double](<const double*>cnp.PyArray_DATA(<cnp.ndarray>x), <const double*>yd,
+                  labels, <double*>cnp.PyArray_DATA(<cnp.ndarray>out), <double*>m,
+                  (<const double*>cnp.PyArray_DATA(<cnp.ndarray>gy))[0] * (1.0 / <double>n),
+                  n, c)
+    else:
+        _sce_grad[float](<const float*>cnp.PyArray_DATA(<cnp.ndarray>x), <const float*>yd,
+                  labels, <float*>cnp.PyArray_DATA(<cnp.ndarray>out), <float*>m,
+                  (<const float*>cnp.PyArray_DATA(<cnp.ndarray>gy))[0]
+                  * <float>(1.0 / <double>n), n, c)
     free(m)
-    for i in range(n):
-        s = _numpy_sum(o + i * c, c)
-        for j in range(c):
-            o[i * c + j] = (o[i * c + j] / s - (1.0 if j == labels[i] else 0.0)) * g
     return out
 
 
 def sum_to(x, shape):
     """Return ``x`` summed down to ``shape`` (see :func:`fastgrad._reference.sum_to`).
 
-    Compiled for the bias gradient of a linear layer: an (N, H) float64 batch,
+    Compiled for the bias gradient of a linear layer: an (N, H) float batch,
     H >= 2, summed over its rows to (H,) or (1, H).
     """
-    cdef cnp.npy_intp i, j, n, h
-    cdef const double* xd
-    cdef double* o
-    if not (_rowwise_on and _is_batch(x) and type(shape) is tuple):
+    cdef cnp.npy_intp n, h
+    cdef int tp = _batch_type(x) if _rowwise_on else -1
+    if not (tp >= 0 and type(shape) is tuple):
         return _ref.sum_to(x, shape)
     n = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
     h = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
     if h < 2 or not (shape == (h,) or shape == (1, h)):
         return _ref.sum_to(x, shape)
-    out = np.empty(shape)
-    o = <double*>cnp.PyArray_DATA(<cnp.ndarray>out)
-    xd = <const double*>cnp.PyArray_DATA(<cnp.ndarray>x)
-    fastgrad_sum_rows(o, xd, n, h)      # out is fresh: no overlap
+    out = np.empty(shape, dtype=x.dtype)
+    if tp == cnp.NPY_DOUBLE:        # out is fresh: no overlap
+        fastgrad_sum_rows_d(<double*>cnp.PyArray_DATA(<cnp.ndarray>out),
+                            <const double*>cnp.PyArray_DATA(<cnp.ndarray>x), n, h)
+    else:
+        fastgrad_sum_rows_f(<float*>cnp.PyArray_DATA(<cnp.ndarray>out),
+                            <const float*>cnp.PyArray_DATA(<cnp.ndarray>x), n, h)
     return out
 
 
 def add_bias(y, b):
     """``y += b`` in place for a bias ``b`` that broadcasts along the rows of
     ``y``; returns ``y`` (see :func:`fastgrad._reference.add_bias`)."""
-    cdef cnp.npy_intp i, j, n, h
-    cdef double* o
-    cdef const double* bd
-    if not (_is_batch(y) and _ftype(b) == cnp.NPY_DOUBLE):
+    cdef cnp.npy_intp n, h
+    cdef int tp = _batch_type(y)
+    cdef char* o
+    cdef char* bd
+    if not (tp >= 0 and _ftype(b) == tp):
         return _ref.add_bias(y, b)
     n = cnp.PyArray_DIMS(<cnp.ndarray>y)[0]
     h = cnp.PyArray_DIMS(<cnp.ndarray>y)[1]
@@ -300,36 +358,43 @@ def add_bias(y, b):
                 cnp.PyArray_NDIM(<cnp.ndarray>b) == 2
                 and cnp.PyArray_DIMS(<cnp.ndarray>b)[0] == 1)):
         return _ref.add_bias(y, b)
-    o = <double*>cnp.PyArray_DATA(<cnp.ndarray>y)
-    bd = <const double*>cnp.PyArray_DATA(<cnp.ndarray>b)
-    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>y) or (bd + h > o and bd < o + n * h):
+    o = <char*>cnp.PyArray_DATA(<cnp.ndarray>y)
+    bd = <char*>cnp.PyArray_DATA(<cnp.ndarray>b)
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>y) or (
+            bd + cnp.PyArray_NBYTES(<cnp.ndarray>b) > o and bd < o + cnp.PyArray_NBYTES(<cnp.ndarray>y)):
         return _ref.add_bias(y, b)      # read-only, or b is a view into y
-    fastgrad_add_rows(o, bd, n, h)
+    if tp == cnp.NPY_DOUBLE:
+        fastgrad_add_rows_d(<double*>o, <const double*>bd, n, h)
+    else:
+        fastgrad_add_rows_f(<float*>o, <const float*>bd, n, h)
     return y
 
 
 def _probe_rowwise():
     """True when the compiled row-wise kernels give the NumPy formulas' bits."""
     rng = np.random.default_rng(7)
-    for n, c in ((1, 1), (5, 3), (37, 8), (300, 3), (130, 129)):
-        x = rng.standard_normal((n, c)) * 10.0 ** rng.integers(-2, 3, (n, c))
-        t = rng.integers(0, c, n).astype(np.intp)
-        gy = np.asarray(rng.standard_normal())
-        kept = softmax_cross_entropy(x, t, True)[1]
-        pairs = ((softmax_cross_entropy(x, t), _ref.softmax_cross_entropy(x, t)),
-                 (kept, _ref.softmax(x)),
-                 (softmax_cross_entropy_backward(x, t, gy),
-                  _ref.softmax_cross_entropy_backward(x, t, gy)),
-                 (softmax(x), _ref.softmax(x)),
-                 (sum_to(x, (c,)), _ref.sum_to(x, (c,))))
-        for got, want in pairs:
-            if got.dtype != want.dtype or got.shape != want.shape or got.tobytes() != want.tobytes():
-                return False
+    for dtype in (np.float64, np.float32):
+        for n, c in ((1, 1), (5, 3), (37, 8), (300, 3), (130, 129)):
+            x = (rng.standard_normal((n, c)) * 10.0 ** rng.integers(-2, 3, (n, c))).astype(dtype)
+            t = rng.integers(0, c, n).astype(np.intp)
+            gy = np.asarray(rng.standard_normal(), dtype)
+            kept = softmax_cross_entropy(x, t, True)[1]
+            pairs = ((softmax_cross_entropy(x, t), _ref.softmax_cross_entropy(x, t)),
+                     (kept, _ref.softmax(x)),
+                     (softmax_cross_entropy_backward(x, t, gy),
+                      _ref.softmax_cross_entropy_backward(x, t, gy)),
+                     (softmax(x), _ref.softmax(x)),
+                     (sum_to(x, (c,)), _ref.sum_to(x, (c,))))
+            for got, want in pairs:
+                if (got.dtype != want.dtype or got.shape != want.shape
+                        or got.tobytes() != want.tobytes()):
+                    return False
     return True
 
 
-_find_loop(np.exp, &_exp_loop, &_exp_data)
-_find_loop(np.log, &_log_loop, &_log_data)
+for _t, _typenum in enumerate((cnp.NPY_DOUBLE, cnp.NPY_FLOAT)):
+    _find_loop(np.exp, _typenum, &_exp_loop[_t], &_exp_data[_t])
+    _find_loop(np.log, _typenum, &_log_loop[_t], &_log_data[_t])
 _rowwise_on = True
 with np.errstate(all="ignore"):
     _rowwise_on = _probe_rowwise()

@@ -2,9 +2,9 @@
 fastgrad._reference: the same bits (NaNs compared as NaNs), the same dtype
 and shape, the same errors, and inputs left untouched.
 
-Compiled: (N, C) float64, C-contiguous and aligned.  Everything else (float32,
-other layouts, other label dtypes, empty batches) goes to the reference, which
-the grid checks too.
+Compiled: (N, C) float32 or float64, C-contiguous and aligned, int64 labels.
+Everything else (other layouts, other label dtypes, mixed dtypes, empty
+batches) goes to the reference, which the grid checks too.
 """
 import numpy as np
 import pytest

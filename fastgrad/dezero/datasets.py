@@ -114,7 +114,7 @@ class Dataset:
         self.prepare()
 
     def __getitem__(self, index):
-        if not np.isscalar(index):
+        if not isinstance(index, (int, np.integer)) and not np.isscalar(index):
             raise TypeError(f"a dataset is indexed by one integer, got {type(index).__name__}")
         if self.data is None:
             raise ValueError(f"{type(self).__name__} has no data: prepare() must set self.data")
