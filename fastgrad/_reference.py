@@ -1,4 +1,4 @@
-"""Pure-NumPy reference path for the elementwise kernels of :mod:`fastgrad._ops`.
+"""Pure-NumPy reference path for the kernels of :mod:`fastgrad._ops`.
 
 Same functions and signatures as :mod:`fastgrad._ops`.  Every result is the
 plain NumPy expression given in each docstring, wrapped in :func:`numpy.asarray`
@@ -16,7 +16,7 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "pow",
     "mul_backward", "div_backward", "pow_backward", "neg_backward",
     "ones_like", "copy",
-    "logsumexp", "check_labels", "softmax_cross_entropy",
+    "logsumexp", "check_labels", "softmax", "softmax_cross_entropy",
     "softmax_cross_entropy_backward", "sum_to", "add_bias",
 ]
 
