@@ -194,7 +194,8 @@ cdef void _run_block(const _Instr* code, int ncode, floating** reg, Py_ssize_t m
                 d[i] = v
         elif ins.op == I_SIGN:
             for i in range(m):
-                d[i] = 1 if a[i] > 0 else (-1 if a[i] < 0 else a[i])
+                # NumPy's sign: +0.0 for either zero, NaN for NaN
+                d[i] = 1 if a[i] > 0 else (-1 if a[i] < 0 else (0 if a[i] == 0 else a[i]))
         elif ins.op == I_FABS:
             for i in range(m):
                 d[i] = <floating>fabs(a[i])

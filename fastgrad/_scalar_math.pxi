@@ -172,7 +172,9 @@ cdef inline double _c_sign(double x) noexcept:
         return 1.0
     if x < 0:
         return -1.0
-    return x            # 0.0, -0.0 and NaN are their own sign, as in NumPy
+    if x == 0:
+        return 0.0      # NumPy's sign of -0.0 is +0.0
+    return x            # NaN
 
 cdef inline double _c_maximum(double a, double b) noexcept:
     # NumPy's maximum: NaN propagates; on equal values the first operand.

@@ -278,3 +278,12 @@ def test_constants_fold_only_into_arithmetic_ops():
     assert _fold_constants(kept, 1, 2) == kept
     both = ((CONST, 1, 0, 0, 0, 0, 3.0), (ADD, 2, 1, 1, 0, 0, 0.0))
     assert _fold_constants(both, 1, 2) == both
+
+
+def test_sign_of_negative_zero_is_numpys_on_the_scalar_path():
+    import fastgrad
+    import fastgrad.functions as FN
+    x = fastgrad.Variable(np.array(-0.0))
+    FN.abs(x).backward()
+    want = np.asarray(1.0) * np.sign(np.array(-0.0))
+    assert x.grad.tobytes() == want.tobytes()
