@@ -633,9 +633,6 @@ cdef _Instr* _instructions(list code) except NULL:
     return out
 
 
-# Ops whose instructions are exactly what the eager array path computes.
-_FUSABLE_OPS = frozenset(("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sin",
-                          "cos", "tan", "tanh", "sqrt", "sigmoid", "relu"))
 # Registers each opcode reads.
 _READS = {I_ADD: 2, I_SUB: 2, I_MUL: 2, I_DIV: 2, I_GT: 2, I_GE: 2, I_LT: 2, I_LE: 2,
           I_UFUNC2: 2, I_NEG: 1, I_SIGN: 1, I_FABS: 1, I_SQRT: 1, I_UFUNC1: 1, I_WHERE: 3,
@@ -685,7 +682,7 @@ class _Compiler:
         """(table row, its constants, its operand slots) of live op ``k``."""
         template, operands, out, face = self.rec.nodes[self.plan_kept[k]]
         row = _rows_by_class.get(type(template).__name__)
-        if row is None or row.name not in _FUSABLE_OPS:
+        if row is None:
             raise _NotFusable()
         params = {}
         for p in row.params:
