@@ -77,6 +77,7 @@ from fastgrad._ops import _backward_begin, _backward_end  # buffer-cache lifetim
 
 
 include "_config.pxi"
+include "_ufunc_loops.pxi"
 include "_scalar_math.pxi"
 include "_fused.pxi"
 

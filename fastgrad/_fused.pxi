@@ -56,22 +56,10 @@ _FUSED_UFUNCS = ("exp", "log", "sin", "cos", "tan", "tanh", "maximum", "minimum"
 
 
 cdef int _init_loops() except -1:
-    cdef cnp.ufunc uf
-    cdef int i, k, t, nargs
-    cdef char want
+    cdef int i
     for i, name in enumerate(_FUSED_UFUNCS):
-        uf = getattr(np, name)
-        nargs = uf.nargs
-        for t in range(2):
-            want = cnp.NPY_DOUBLE if t == 0 else cnp.NPY_FLOAT
-            _loops[i][t] = NULL
-            for k in range(uf.ntypes):
-                if all(uf.types[nargs * k + j] == want for j in range(nargs)):
-                    _loops[i][t] = <_ufunc_loop>uf.functions[k]
-                    _loop_data[i][t] = uf.data[k]
-                    break
-            if _loops[i][t] == NULL:
-                raise ImportError(f"fastgrad: NumPy's {name} has no loop for type {t}")
+        _find_loop(getattr(np, name), cnp.NPY_DOUBLE, &_loops[i][0], &_loop_data[i][0])
+        _find_loop(getattr(np, name), cnp.NPY_FLOAT, &_loops[i][1], &_loop_data[i][1])
     return 0
 
 

@@ -55,7 +55,7 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "pow",
     "mul_backward", "div_backward", "pow_backward", "neg_backward",
     "ones_like", "copy", "stream_triad",
-    "logsumexp", "check_labels", "softmax", "softmax_cross_entropy",
+    "softmax", "softmax_cross_entropy",
     "softmax_cross_entropy_backward", "sum_to", "add_bias",
     "buffer_cache_info", "set_buffer_cache", "clear_buffer_cache",
 ]
@@ -1311,8 +1311,5 @@ def stream_triad(double[::1] a not None, const double[::1] b not None,
 
 
 # The row-wise kernels (softmax, its cross entropy, the bias gradient).
+include "_ufunc_loops.pxi"
 include "_rowwise.pxi"
-
-# Formulas with no kernel of their own: the reference's.
-logsumexp = _ref.logsumexp
-check_labels = _ref.check_labels

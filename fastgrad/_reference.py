@@ -1,6 +1,7 @@
 """Pure-NumPy reference path for the kernels of :mod:`fastgrad._ops`.
 
-Same functions and signatures as :mod:`fastgrad._ops`.  Every result is the
+Same functions and signatures as :mod:`fastgrad._ops`, plus two formulas the
+row-wise ones are built from (``logsumexp``, ``check_labels``).  Every result is the
 plain NumPy expression given in each docstring, wrapped in :func:`numpy.asarray`
 so that 0-d inputs give a 0-d ndarray rather than a NumPy scalar.  The ``out``
 arguments are accepted for signature compatibility and ignored (allowed by the

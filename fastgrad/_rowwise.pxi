@@ -11,10 +11,6 @@
 # the NumPy formulas of fastgrad._reference and turns them off if a NumPy
 # release ever sums in another order.
 
-cnp.import_ufunc()
-
-ctypedef void (*_ufunc_loop)(char**, cnp.npy_intp*, cnp.npy_intp*, void*) noexcept nogil
-
 # The row loops in C, where ``restrict`` tells the compiler the output and
 # the input do not overlap (the callers make sure), so rows of 3 or 10 values
 # vectorize without a run-time overlap check per row.
@@ -50,16 +46,6 @@ cdef _ufunc_loop _log_loop[2]
 cdef void* _exp_data[2]
 cdef void* _log_data[2]
 cdef bint _rowwise_on = False
-
-
-cdef int _find_loop(cnp.ufunc uf, char typenum, _ufunc_loop* loop, void** data) except -1:
-    cdef int k
-    for k in range(uf.ntypes):
-        if uf.types[2 * k] == typenum and uf.types[2 * k + 1] == typenum:
-            loop[0] = <_ufunc_loop>uf.functions[k]
-            data[0] = uf.data[k]
-            return 0
-    raise ImportError(f"fastgrad: NumPy's {uf.__name__} has no loop for type {typenum}")
 
 
 cdef inline void _apply(_ufunc_loop* loops, void** data, floating* a,

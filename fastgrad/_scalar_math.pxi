@@ -12,9 +12,6 @@ from libc.math cimport exp as libm_exp, log as libm_log, sin as libm_sin
 from libc.math cimport cos as libm_cos, tan as libm_tan, tanh as libm_tanh
 from libc.math cimport fabs, isnan
 
-cnp.import_ufunc()
-
-ctypedef void (*_ufunc_loop)(char**, cnp.npy_intp*, cnp.npy_intp*, void*) noexcept nogil
 ctypedef double (*_libm_fn)(double) noexcept nogil
 
 cdef struct _Unary:
@@ -53,14 +50,7 @@ cdef double _probe_libm(double x, int which) noexcept:
 
 cdef int _init_unary(_Unary* u, cnp.ufunc uf, _libm_fn libm, int which) except -1:
     cdef int k
-    u.loop = NULL
-    for k in range(uf.ntypes):
-        if uf.types[2 * k] == cnp.NPY_DOUBLE and uf.types[2 * k + 1] == cnp.NPY_DOUBLE:
-            u.loop = <_ufunc_loop>uf.functions[k]
-            u.data = uf.data[k]
-            break
-    if u.loop == NULL:
-        raise ImportError(f"fastgrad: NumPy's {uf.__name__} has no float64 loop")
+    _find_loop(uf, cnp.NPY_DOUBLE, &u.loop, &u.data)
     # The C library stands in for NumPy only if it agrees on a spread of values.
     rng = np.random.default_rng(12345)
     # (Where they differ, they do so on 0.1-25% of random inputs: thousands
@@ -106,16 +96,8 @@ cdef bint _power_libm = False
 
 cdef int _init_power() except -1:
     global _power_loop, _power_data, _power_libm
-    cdef cnp.ufunc uf = np.power
     cdef int k
-    for k in range(uf.ntypes):
-        if (uf.types[3 * k] == cnp.NPY_DOUBLE and uf.types[3 * k + 1] == cnp.NPY_DOUBLE
-                and uf.types[3 * k + 2] == cnp.NPY_DOUBLE):
-            _power_loop = <_ufunc_loop>uf.functions[k]
-            _power_data = uf.data[k]
-            break
-    if _power_loop == NULL:
-        raise ImportError("fastgrad: NumPy's power has no float64 loop")
+    _find_loop(np.power, cnp.NPY_DOUBLE, &_power_loop, &_power_data)
     rng = np.random.default_rng(12345)
     base = rng.uniform(1e-3, 10.0, 8192)
     expo = rng.uniform(-4.0, 4.0, 8192)

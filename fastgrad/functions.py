@@ -34,6 +34,7 @@ from fastgrad._array_utils import (
 )
 from fastgrad._core import GraphFunction as Function
 from fastgrad._core import _graph_recording, _needs_grad, backend
+from fastgrad._reference import check_labels as _check_labels
 from fastgrad._core import (  # noqa: F401 - re-exported elementwise vocabulary
     Abs,
     Add,
@@ -683,9 +684,6 @@ def mean_squared_error(x0, x1):
     array(2.5)
     """
     return MeanSquaredError()(x0, x1)
-
-
-_check_labels = backend.check_labels
 
 
 def softmax_cross_entropy_simple(x, t):
