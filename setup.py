@@ -36,6 +36,8 @@ common = dict(
 )
 
 extensions = [
+    Extension("fastgrad._alloc", ["fastgrad/_alloc.pyx"], **common),
+    Extension("fastgrad._threads", ["fastgrad/_threads.pyx"], **common),
     Extension("fastgrad._core", ["fastgrad/_core.pyx"], **common),
     # OpenMP: the STREAM probe's two-thread mode and the opt-in two-thread
     # split of large loops (off by default, see _PAR_MIN in _ops.pyx).

@@ -8,8 +8,9 @@ from fastgrad.core_simple import *  # noqa: F401,F403 - the public API
 from fastgrad.core_simple import __all__, setup_variable
 from fastgrad._core import TraceMismatchError, Traced, TraceWarning, trace
 
-# Large kernel results reuse a small bounded buffer cache (see README, "Memory").
-from fastgrad._ops import buffer_cache_info, clear_buffer_cache, set_buffer_cache
+# Large results reuse hot memory, handed back when idle (see README, "Memory").
+from fastgrad._alloc import buffer_cache_info, clear_buffer_cache, set_buffer_cache
+from fastgrad._threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 

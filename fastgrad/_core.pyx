@@ -70,10 +70,9 @@ else:
 _np = np
 
 cdef bint _pure = PURE
-# The owner (ndarray.base) of an array whose buffer came from the kernels'
-# buffer cache; such an array owns its memory as much as one with no base.
-cdef object _Block = getattr(backend, "_Block", None)
-from fastgrad._ops import _backward_begin, _backward_end  # buffer-cache lifetime
+# An array whose buffer came from the allocator (its base is a _Block) owns
+# its memory as much as one with no base.
+from fastgrad._alloc cimport _Block, heap_released, restore_handler, use_block_handler
 
 
 include "_config.pxi"
@@ -89,6 +88,8 @@ cdef object _np_float64 = np.float64
 cdef object _float64 = np.dtype(np.float64)
 cdef tuple _empty_tuple = ()
 cdef object _dead_ref = None     # a weakref.ref whose referent is gone
+cdef Py_ssize_t _LARGE = 1 << 20  # bytes: an array whose freeing is worth a purge
+cdef bint _freed_large = False    # the running backward pass dropped a large grad
 cdef int _recording = 0           # traces being recorded, in any thread (_trace.pxi)
 
 
@@ -163,6 +164,15 @@ cdef inline void _track(object o) noexcept:
         PyObject_GC_Track(<void*>o)
 
 
+cdef inline bint _any_large(object arrays) noexcept:
+    """Is one of ``arrays`` (a list or tuple) a large ndarray?  Then NumPy
+    code run on them allocates from the allocator's hot blocks."""
+    for a in arrays:
+        if type(a) is _ndarray and cnp.PyArray_NBYTES(<cnp.ndarray>a) >= _LARGE:
+            return True
+    return False
+
+
 cdef object _sum_to(object g, tuple shape):
     """Bring a gradient to its input's ``shape``.
 
@@ -215,6 +225,10 @@ cdef class _Variable:
 
     def __dealloc__(self):
         self._unlink()
+        if type(self._data) is _ndarray and cnp.PyArray_NBYTES(<cnp.ndarray>self._data) >= _LARGE:
+            # glibc's heap may keep NumPy's pages after the graph dies: the
+            # allocator's idle purge hands them back.
+            heap_released()
 
     cdef inline void _unlink(self) noexcept:
         # Clear the creator's borrowed pointer to this output, if it is ours.
@@ -1009,7 +1023,14 @@ cdef object _call_eager(Function f, tuple args, object face):
     xs = [(<_Variable>v)._get_data() for v in inputs]
     if table:
         _check_numeric(f, inputs)
-    ys = f.forward(*xs)
+    if _any_large(xs):
+        previous = use_block_handler()
+        try:
+            ys = f.forward(*xs)
+        finally:
+            restore_handler(previous)
+    else:
+        ys = f.forward(*xs)
     if type(ys) is not tuple:
         ys = (ys,)
     if len(ys) == 0:
@@ -1056,7 +1077,7 @@ cdef int _run_backward(list roots, bint retain_grad, bint create_graph,
                        tuple boundary) except -1:
     """Backpropagate from ``roots``; the creators of the variables in
     ``boundary`` are not entered (a traced call's inner graph)."""
-    global _stamp_counter, _active_backwards, _base_stamp
+    global _stamp_counter, _active_backwards, _base_stamp, _freed_large
     _stamp_counter += 1
     cdef unsigned long long stamp = _stamp_counter
     cdef list restore = None
@@ -1073,7 +1094,6 @@ cdef int _run_backward(list roots, bint retain_grad, bint create_graph,
             top = f._gen
     _queue_init(&queue, top)
     _active_backwards += 1
-    _backward_begin()   # freed buffers may be reused until _backward_end
     try:
         for f in roots:
             if f._stamp != stamp:
@@ -1100,7 +1120,9 @@ cdef int _run_backward(list roots, bint retain_grad, bint create_graph,
     finally:
         _active_backwards -= 1
         _queue_free(&queue)
-        _backward_end()
+        if _freed_large:
+            _freed_large = False
+            heap_released()     # the pass freed large intermediate grads
         if restore:
             for f, old in reversed(restore):
                 f._stamp = old
@@ -1108,6 +1130,9 @@ cdef int _run_backward(list roots, bint retain_grad, bint create_graph,
 
 
 cdef inline void _clear_grad(_Variable v) noexcept:
+    global _freed_large
+    if type(v._grad) is _ndarray and cnp.PyArray_NBYTES(<cnp.ndarray>v._grad) >= _LARGE:
+        _freed_large = True
     v._grad = None
     v._glazy = False
 
@@ -1196,7 +1221,15 @@ cdef int _step_table_array(_TableOp f, bint retain_grad) except -1:
         return 0
     cdef bint owned = _exclusive(gy)
     # The kernels may write the first gradient into gy's buffer when we own it.
-    cdef tuple gxs = f._array_backward(gy, gy if owned else None)
+    cdef tuple gxs
+    if type(gy) is _ndarray and cnp.PyArray_NBYTES(<cnp.ndarray>gy) >= _LARGE:
+        previous = use_block_handler()
+        try:
+            gxs = f._array_backward(gy, gy if owned else None)
+        finally:
+            restore_handler(previous)
+    else:
+        gxs = f._array_backward(gy, gy if owned else None)
     return _deliver_all(f, gxs, gy, owned)
 
 
@@ -1283,14 +1316,20 @@ cdef int _step_user(Function f, bint retain_grad) except -1:
         return 0        # no gradient reached this function: it contributes nothing
     if not retain_grad:
         _clear_output_grads(f)
-    if not graph:
-        return _deliver_user(f, [f.backward(*gys)])
-    cdef bint was = _backprop_enabled()
-    _set_backprop(False)
+    cdef bint large = _any_large([(<_Variable>g)._data for g in gys] if graph else gys)
+    previous = use_block_handler() if large else None
     try:
-        box = [f.backward(*gys)]
+        if not graph:
+            return _deliver_user(f, [f.backward(*gys)])
+        was = _backprop_enabled()
+        _set_backprop(False)
+        try:
+            box = [f.backward(*gys)]
+        finally:
+            _set_backprop(was)
     finally:
-        _set_backprop(was)
+        if large:
+            restore_handler(previous)
     gys = None
     return _deliver_user(f, [_unwrap_grads(box)])
 

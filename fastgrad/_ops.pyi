@@ -1,22 +1,11 @@
 """Typing stub for the compiled kernels (fastgrad/_ops.pyx)."""
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 _Array = NDArray[Any]
 _Exponent = int | float | np.number[Any] | NDArray[Any]
-
-class _CacheInfo(TypedDict):
-    entries: int
-    bytes: int
-    max_entries: int
-    max_bytes: int
-    min_bytes: int
-    persistent: bool
-    live_bytes: int
-    backward_passes: int
-    mmap_threshold: int | None
 
 def add(x0: _Array, x1: _Array) -> _Array: ...
 def sub(x0: _Array, x1: _Array) -> _Array: ...
@@ -39,10 +28,6 @@ def stream_triad(
     scalar: float,
     nthreads: int = ...,
 ) -> None: ...
-def buffer_cache_info() -> _CacheInfo: ...
-def set_buffer_cache(max_entries: int | None = ..., max_bytes: int | None = ...,
-                     persistent: bool | None = ...) -> None: ...
-def clear_buffer_cache() -> None: ...
 def _set_par_min(n: int) -> int: ...
 def ones_like(a: _Array) -> _Array: ...
 def copy(a: _Array) -> _Array: ...

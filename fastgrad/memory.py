@@ -22,7 +22,9 @@ is not counted):
   ``x.cleargrad()`` with the cyclic GC disabled (0 when refcounting frees
   the graph).
 * ``rss_*_bytes`` -- process RSS as a second opinion (peak from the kernel's
-  high-water mark, reset before the workload).
+  high-water mark, reset before the workload); ``rss_freed_bytes`` is read
+  once fastgrad's idle purge has run (``decay_ms`` after ``del``: freed
+  memory stays mapped that long for reuse).
 * ``page_faults`` -- ``ru_minflt`` delta over one forward(+backward), the
   median of ``FAULT_RUNS`` runs in the worker (``page_faults_runs``), with
   the system's transparent-huge-page setting; ``page_faults_4k`` is one more
@@ -161,6 +163,18 @@ def numpy_traced_bytes():
 # ---------------------------------------------------------------------------
 # Process RSS (Linux /proc; psutil elsewhere)
 # ---------------------------------------------------------------------------
+def _rss_after_idle_purge():
+    """RSS once fastgrad's allocator has handed idle memory back (it keeps
+    freed blocks mapped for ``decay_ms``, for reuse)."""
+    try:
+        import fastgrad
+        decay = fastgrad.buffer_cache_info()["decay_ms"] / 1e3
+    except (ImportError, AttributeError):
+        decay = 0.0
+    time.sleep(decay + 0.1)
+    return rss_bytes()
+
+
 def rss_bytes():
     """Current resident set size of this process, in bytes (or None)."""
     try:
@@ -242,7 +256,7 @@ def measure(impl_name, workload, size, depth, pause=0.0):
         del y
         x.cleargrad()
         freed = numpy_traced_bytes() - baseline
-        rss_freed = rss_bytes() - rss_base
+        rss_freed = _rss_after_idle_purge() - rss_base
         time.sleep(pause)
     finally:
         tracemalloc.stop()
@@ -870,7 +884,7 @@ def measure_function(target, inputs, mode, impl="fastgrad", warmup=True):
         report = graph_report(y, top=0)
         del y
         after_del = numpy_traced_bytes() - base_np
-        rss_after = rss_bytes() - rss_base
+        rss_after = _rss_after_idle_purge() - rss_base
         grads = [_grad_array(x) for x in xs]
         grads_bytes = sum(g.nbytes for g in grads if g is not None)
         del grads
@@ -1152,7 +1166,8 @@ def main(argv=None):
     print(format_table(rows))
     print(f"peak, held: tracemalloc (held: NumPy domain, exact).  del: still "
           f"traced after `del y` (gc disabled).\n"
-          f"RSS: process RSS, second opinion.  faults: minor page faults per "
+          f"RSS: process RSS, second opinion (del: after fastgrad's idle purge, "
+          f"decay_ms after `del`).  faults: minor page faults per "
           f"forward(+backward), median of {FAULT_RUNS} runs.\n"
           f"4K faults: one run with huge pages off (deterministic); in A = "
           f"fresh memory written, when A > 32 MiB.")
