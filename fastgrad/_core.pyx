@@ -954,6 +954,18 @@ def _graph_recording():
     return _backprop_enabled()
 
 
+def _dezero_dtypes(f):
+    """True while Function ``f`` (being called or differentiated) follows
+    DeZero's dtype rules: the full face with Config.keep_dtype off."""
+    return _dezero_rules(<Function?>f)
+
+
+def _dezero_variable(v):
+    """True if an operation on ``v`` follows DeZero's dtype rules: a
+    full-face Variable with Config.keep_dtype off."""
+    return isinstance(v, _GraphVariable) and not _keep_dtype
+
+
 def _needs_grad(v):
     """False for the engine's Variable around an ndarray or number operand:
     its gradient can never be read, so a backward may return None for it."""
