@@ -713,6 +713,45 @@ def test_policy_gradient_terms_as_the_sequel_writes_them():
 
 
 # =============================================================================
+# fastgrad.trace on the full face: the eager run's dtypes and bits
+# =============================================================================
+def _traced_pair(fn, dtype):
+    import warnings
+    t = fastgrad.trace(fn)
+    a = np.linspace(0.1, 1, 40).astype(dtype)
+    b = np.linspace(1, 2, 40).astype(dtype)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            res = []
+            for f in (fn, t):
+                x, y = fdz.Variable(a.copy()), fdz.Variable(b.copy())
+                z = f(x, y)
+                z.backward()
+                res.append([bits(z), bits(x.grad), bits(y.grad)])
+            assert res[0] == res[1]
+    return t, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_trace_replays_dezero_rules(dtype):
+    # tanh's DeZero backward is float64 for float32 data: a plan (one dtype)
+    # cannot compute it, so that signature runs eagerly, with a warning
+    t, warned = _traced_pair(lambda x, y: fF.sum(fF.tanh(x * y) + fF.sin(x)), dtype)
+    if dtype == np.float32:
+        assert len(warned) == 1 and "DeZero's dtype rules" in warned[0]
+        assert "eager" in repr(t)
+    else:
+        assert warned == [] and "eager" not in repr(t)
+    # rows whose DeZero backward keeps float32 replay as plans
+    t, warned = _traced_pair(lambda x, y: fF.sum(fF.sin(x) * y + x * x), dtype)
+    assert warned == [] and "eager" not in repr(t)
+    with fdz.using_config("keep_dtype", True):
+        t, warned = _traced_pair(lambda x, y: fF.sum(fF.tanh(x * y) + fF.sin(x)), dtype)
+    assert warned == [] and "eager" not in repr(t)
+
+
+# =============================================================================
 # datasets, transforms, data loaders
 # =============================================================================
 def test_spiral_and_transforms_match_dezero():
