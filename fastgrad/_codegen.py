@@ -40,7 +40,8 @@ _CALLS = {
         "sqrt": "_np.sqrt({0})", "abs": "_np.abs({0})", "sign": "_np.sign({0})",
         "pow": "({0}) ** ({1})", "maximum": "_np.maximum({0}, {1})",
         "minimum": "_np.minimum({0}, {1})", "clip": "_np.clip({0}, {1}, {2})",
-        "where": "_np.where({0}, {1}, {2})", "like": "_like({0}, {1})",
+        "where": "_np.where({0}, {1}, {2})",
+        "like": "_np.asarray({0}).astype(({1}).dtype, copy=False)",
     },
     # The table's own functions, through a namespace so that no Python
     # builtin (abs, pow) is meant instead.
@@ -197,6 +198,8 @@ def compile_program(text, inputs, params):
                 return emit("UFUNC2", lo, args[2], fn=_FUSED_UFUNCS.index("minimum"))
             if f == "where":
                 return emit("WHERE", args[0], args[1], args[2])
+            if f == "like":
+                return args[0]      # a program computes in its arrays' one dtype
             if f in ("sign", "abs", "sqrt"):
                 return emit({"sign": "SIGN", "abs": "FABS", "sqrt": "SQRT"}[f], args[0])
         raise ValueError(f"cannot fuse {ast.dump(n)}")

@@ -930,11 +930,6 @@ cdef inline object _strong(object c):
     return np.asarray(c)
 
 
-cdef inline object _like(object a, object b):
-    # ``a`` in ``b``'s dtype (a mask DeZero builds in gy's dtype).
-    return np.asarray(a).astype(b.dtype, copy=False)
-
-
 include "_optable.pxi"
 
 

@@ -142,12 +142,12 @@ OPS = (
        doc="logistic sigmoid 1 / (1 + e ** -x), computed through tanh"),
     Op("relu", "maximum(x, 0.0)", ("gy * (x > 0)",), cls="ReLU",
        doc="max(x, 0)"),
-    # DeZero scales a copy of x in place (the result keeps x's dtype) and
-    # builds the mask in gy's dtype.
-    Op("leaky_relu", "where(x > 0, x, x * slope)", ("gy * where(x > 0, 1, slope)",),
+    # The mask is in gy's dtype, as DeZero builds it (and as a fused plan
+    # computes it).  DeZero scales a copy of x in place: its result keeps
+    # x's dtype even for a NumPy float64 slope.
+    Op("leaky_relu", "where(x > 0, x, x * slope)", ("gy * like(where(x > 0, 1, slope), gy)",),
        cls="LeakyReLU", params=(("slope", 0.2),), doc="x where x > 0, else slope * x",
-       dezero_forward="like(where(x > 0, x, x * slope), x)",
-       dezero_grads=("gy * like(where(x > 0, 1, slope), gy)",)),
+       dezero_forward="like(where(x > 0, x, x * slope), x)"),
     Op("clip", "clip(x, x_min, x_max)", ("gy * ((x >= x_min) * (x <= x_max))",),
        params=(("x_min", REQUIRED), ("x_max", REQUIRED)),
        doc="x limited to [x_min, x_max]"),
