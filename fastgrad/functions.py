@@ -13,10 +13,12 @@ differentiated again (``backward(create_graph=True)``).
 
 Where DeZero 0.0.13 defines a formula (softmax, log-softmax, the losses),
 the same floating-point operations run in the same order, so float64 results
-equal DeZero's bit for bit.  Beyond DeZero: broadcasting inputs get grads of
-their own shape, float32 stays float32, ``matmul`` follows ``np.matmul`` for
-1-d and batched operands, and bad arguments raise ``TypeError`` or
-``ValueError`` naming the problem.
+equal DeZero's bit for bit.  On the full face the dtypes are DeZero's too
+(float32 data may get float64 results where DeZero's formula promotes);
+on the stage-2 face, and with ``Config.keep_dtype``, float32 stays
+float32.  Beyond DeZero: broadcasting inputs get grads of their own shape,
+``matmul`` follows ``np.matmul`` for 1-d and batched operands, and bad
+arguments raise ``TypeError`` or ``ValueError`` naming the problem.
 """
 import math as _math
 
