@@ -9,7 +9,14 @@ lines for ``_core.pyi``.
 
 A formula is parsed with :mod:`ast` and rendered by :class:`Renderer` in one
 of three modes: ``"numpy"`` (arrays), ``"graph"`` (Variables; constants such
-as comparisons are taken on ``.data``) and ``"c"`` (doubles).
+as comparisons are taken on ``.data``) and ``"c"`` (doubles).  NumPy code
+comes in two flavours: with the formula's numbers as Python scalars (weak
+under NEP 50: they take the arrays' dtype) and, with ``dezero=True``, as
+DeZero evaluates a formula written on Variables, where a number or a
+parameter that meets an array in ``+ - * /`` goes through ``np.array`` and
+is strongly typed (float64/int64).  Arithmetic among constants stays Python
+arithmetic (``pow(x, c - 1)``: DeZero's ``x ** (c - 1)`` runs Pow's forward
+on the array, with a weak exponent).
 """
 import ast
 import os
@@ -34,6 +41,7 @@ _CALLS = {
         "pow": "({0}) ** ({1})", "maximum": "_np.maximum({0}, {1})",
         "minimum": "_np.minimum({0}, {1})", "clip": "_np.clip({0}, {1}, {2})",
         "where": "_np.where({0}, {1}, {2})",
+        "like": "_np.asarray({0}).astype(({1}).dtype, copy=False)",
     },
     # The table's own functions, through a namespace so that no Python
     # builtin (abs, pow) is meant instead.
@@ -50,11 +58,11 @@ _CALLS = {
         "sqrt": "libm_sqrt({0})", "abs": "fabs({0})", "sign": "_c_sign({0})",
         "pow": "_spow({0}, {1})", "maximum": "_c_maximum({0}, {1})",
         "minimum": "_c_minimum({0}, {1})", "clip": "_c_clip({0}, {1}, {2})",
-        "where": "(({1}) if ({0}) else ({2}))",
+        "where": "(({1}) if ({0}) else ({2}))", "like": "({0})",
     },
 }
 # Calls whose value is a constant in a derivative (no gradient through them).
-_CONSTANT_CALLS = ("sign", "where")
+_CONSTANT_CALLS = ("sign", "where", "like")
 
 
 class Renderer:
@@ -65,13 +73,32 @@ class Renderer:
     Variable name in graph mode (used inside constants).
     """
 
-    def __init__(self, mode, names, data_names=None):
+    def __init__(self, mode, names, data_names=None, dezero=False, arrays=()):
         self.mode = mode
         self.names = names
         self.data_names = data_names or names
+        self.dezero = dezero
+        self.arrays = set(arrays)   # the names that hold arrays (not parameters)
 
     def render(self, text):
         return self._node(ast.parse(text, mode="eval").body, constant=False)
+
+    def _is_array(self, node):
+        """Does ``node`` evaluate to an array (else a Python constant)?"""
+        if isinstance(node, ast.Name):
+            return node.id in self.arrays
+        if isinstance(node, ast.Constant):
+            return False
+        return any(self._is_array(n) for n in ast.iter_child_nodes(node))
+
+    def _operand(self, node, other, constant):
+        # A constant meeting an array in DeZero's Variable arithmetic is
+        # as_array(c): strongly typed.
+        code = self._node(node, constant)
+        if (self.dezero and not constant and not self._is_array(node)
+                and self._is_array(other)):
+            return f"_strong({code})"
+        return code
 
     def _node(self, node, constant):
         mode = self.mode
@@ -89,8 +116,8 @@ class Renderer:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             return f"(-{self._node(node.operand, constant)})"
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            left = self._node(node.left, constant)
-            right = self._node(node.right, constant)
+            left = self._operand(node.left, node.right, constant)
+            right = self._operand(node.right, node.left, constant)
             return f"({left} {_BINOPS[type(node.op)]} {right})"
         if isinstance(node, ast.Compare) and len(node.ops) == 1:
             # A comparison is a 0/1 mask: taken on the data, never differentiated.
@@ -102,12 +129,16 @@ class Renderer:
             inner = constant or fname in _CONSTANT_CALLS
             if mode == "graph" and inner:
                 # A constant subexpression of a graph formula is NumPy code on data.
-                sub = Renderer("numpy", self.data_names)
+                sub = Renderer("numpy", self.data_names, dezero=self.dezero)
                 return sub._node(node, True)
             template = _CALLS[mode].get(fname)
             if template is None:
                 raise ValueError(f"unknown function {fname!r} in a formula")
             args = [self._node(a, inner) for a in node.args]
+            if (mode == "numpy" and fname == "pow" and isinstance(node.args[1], ast.Constant)
+                    and node.args[1].value == 2 and type(node.args[1].value) is int):
+                # NumPy computes a ** 2 as np.square(a), which is a * a.
+                return f"({args[0]} * {args[0]})"
             return template.format(*args)
         raise ValueError(f"unsupported syntax in a formula: {ast.dump(node)}")
 
@@ -167,6 +198,8 @@ def compile_program(text, inputs, params):
                 return emit("UFUNC2", lo, args[2], fn=_FUSED_UFUNCS.index("minimum"))
             if f == "where":
                 return emit("WHERE", args[0], args[1], args[2])
+            if f == "like":
+                return args[0]      # a program computes in its arrays' one dtype
             if f in ("sign", "abs", "sqrt"):
                 return emit({"sign": "SIGN", "abs": "FABS", "sqrt": "SQRT"}[f], args[0])
         raise ValueError(f"cannot fuse {ast.dump(n)}")
@@ -214,12 +247,46 @@ def _signature(op):
     return ", ".join(parts)
 
 
+def _names_in(texts):
+    used = set()
+    for g in texts:
+        used |= {n.id for n in ast.walk(ast.parse(g, mode="eval")) if isinstance(n, ast.Name)}
+    return used
+
+
 def _names_used(op):
     """The names the derivatives read (the kernel reads all inputs)."""
     used = set(op.inputs) if op.kernel else set()
-    for g in op.grads:
-        used |= {n.id for n in ast.walk(ast.parse(g, mode="eval")) if isinstance(n, ast.Name)}
-    return used
+    return used | _names_in(op.grads) | _names_in(op.dezero_grads or ())
+
+
+def _exact_condition(op, k):
+    """Code for ``op.kernel_exact[k]`` (``param in (numbers...)``): true only
+    for a Python int or float parameter with one of those values."""
+    node = ast.parse(op.kernel_exact[k], mode="eval").body
+    if not (isinstance(node, ast.Compare) and isinstance(node.left, ast.Name)
+            and len(node.ops) == 1 and isinstance(node.ops[0], ast.In)
+            and isinstance(node.comparators[0], ast.Tuple)):
+        raise ValueError(f"kernel_exact must read 'param in (numbers...)', got {op.kernel_exact[k]!r}")
+    p = f"self.{node.left.id}"
+    values = ast.unparse(node.comparators[0])
+    return f"(type({p}) is int or type({p}) is float) and {p} in {values}"
+
+
+def _dezero_grads(op):
+    return op.dezero_grads or op.grads
+
+
+def _dezero_sensitive(op):
+    """Do DeZero's dtype rules change this row's array backward?"""
+    if op.kernel_exact:
+        return True
+    arrays = list(op.inputs) + ["y", "gy"]
+    names = {n: n for n in arrays}
+    names.update({p: f"self.{p}" for p in _param_names(op)})
+    return any(Renderer("numpy", names).render(g)
+               != Renderer("numpy", names, dezero=True, arrays=arrays).render(d)
+               for g, d in zip(op.grads, _dezero_grads(op)))
 
 
 def _render_class(op):
@@ -260,6 +327,16 @@ def _render_class(op):
     # --- NumPy forward (what runs on arrays)
     w(f"    def forward(self, {', '.join(ins)}):")
     ptuple = "(" + "".join(f"self.{p}, " for p in params) + ")"
+    fnames = {i: i for i in ins}
+    fnames.update({p: f"self.{p}" for p in params})
+    if op.dezero_forward or (op.kernel_exact and op.kernel_exact[0]):
+        # DeZero's own forward, or NumPy's where the kernel is not exact.
+        w("        if self._full and not _keep_dtype:")
+        if op.dezero_forward:
+            w(f"            return {Renderer('numpy', fnames).render(op.dezero_forward)}")
+        else:
+            w(f"            if not ({_exact_condition(op, 0)}):")
+            w(f"                return {Renderer('numpy', fnames).render(op.forward)}")
     if op.kernel:
         args = ", ".join(list(ins) + [f"self.{p}" for p in params])
         w(f"        return backend.{op.name}({args})")
@@ -306,6 +383,32 @@ def _render_class(op):
             w(f"            return ({', '.join(outs)},)")
         w(f"        return ({', '.join(r.render(g) for g in op.grads)},)")
     w("")
+    # --- DeZero's dtype rules: its formula with strong constants
+    if _dezero_sensitive(op):
+        dz_grads = _dezero_grads(op)
+        dz_used = _names_in(dz_grads)
+        w("    cdef bint _dz_sensitive(self) noexcept:")
+        w("        return True")
+        w("")
+        w("    cdef tuple _array_backward_dz(self, object gy, object buf):")
+        for k, i in enumerate(ins):
+            if i in dz_used:
+                w(f"        {i} = (<_Variable>self._inputs[{k}])._get_data()")
+        if "y" in dz_used:
+            w("        y = self._output_data()")
+        # Strong and weak constants agree on float64 arrays: the fast paths.
+        checks = [f"_is_f64_array({n})" for n in ["gy"] + list(ins) + ["y"]
+                  if n in dz_used or n == "gy"]
+        if op.kernel_exact:
+            checks.append(f"({_exact_condition(op, 1)})")
+        w(f"        if {' and '.join(checks)}:")
+        w("            return self._array_backward(gy, buf)")
+        names = {i: i for i in ins}
+        names.update({p: f"self.{p}" for p in params})
+        names.update(y="y", gy="gy")
+        r = Renderer("numpy", names, dezero=True, arrays=list(ins) + ["y", "gy"])
+        w(f"        return ({', '.join(r.render(g) for g in dz_grads)},)")
+        w("")
     # --- the stage-2 protocol: backward on arrays, as a user would write it
     w("    def backward(self, gy):")
     w("        r = self._array_backward(gy, None)")
@@ -325,6 +428,9 @@ def _render_class(op):
     data.update({p: f"self.{p}" for p in params})
     data.update(y="y.data", gy="gy.data")
     r = Renderer("graph", names, data)
+    if op.dezero_grads:
+        w("        if self._full and not _keep_dtype:")
+        w(f"            return ({', '.join(r.render(g) for g in op.dezero_grads)},)")
     w(f"        return ({', '.join(r.render(g) for g in op.grads)},)")
     w("")
     # --- C scalar path

@@ -14,6 +14,13 @@ cdef inline void _set_backprop(bint on) noexcept:
     PyThread_tss_set(_backprop_key, <void*><size_t>(2 if on else 1))
 
 
+# Config.keep_dtype: the full face's dtype rules (see Config).  Process-wide,
+# as Config.train is: one assignment at the top of a program covers every
+# thread.  The engine reads it whenever a full-face function runs, forward or
+# backward.
+cdef bint _keep_dtype = False
+
+
 class _ConfigType(type):
     @property
     def enable_backprop(cls):
@@ -24,6 +31,16 @@ class _ConfigType(type):
     def enable_backprop(cls, value):
         _set_backprop(bool(value))
 
+    @property
+    def keep_dtype(cls):
+        """The full face keeps each array's dtype (default False: DeZero's rules)."""
+        return _keep_dtype
+
+    @keep_dtype.setter
+    def keep_dtype(cls, value):
+        global _keep_dtype
+        _keep_dtype = bool(value)
+
 
 class Config(metaclass=_ConfigType):
     """Global settings, as in DeZero.
@@ -33,6 +50,31 @@ class Config(metaclass=_ConfigType):
     off graph recording in another.  Other attributes a user adds are
     ordinary class attributes.  ``Config.train`` (default True) is read by
     layers that behave differently in training and inference (dropout).
+
+    ``Config.keep_dtype`` (default False) chooses the dtype rules of the full
+    face (``fastgrad.dezero``); the stage-2 face always keeps dtypes.
+
+    * False: DeZero 0.0.13's behaviour on the installed NumPy, so that a
+      DeZero program prints the same numbers.  A Python number operand of a
+      Variable becomes ``np.array(number)``, which NumPy 2 treats as a
+      strongly typed float64/int64 (``float32 * 2.0`` is float64); backward
+      formulas written on Variables in DeZero (``gy * (1 - y * y)``) get the
+      same strong constants; grads keep whatever dtype backward produced;
+      ``Linear``/``Conv2d``/``Deconv2d`` create their weights with DeZero's
+      expression (float64 under NumPy 2, with float32 biases).
+    * True: every array keeps its dtype: Python numbers are weak (NEP 50),
+      each grad is cast to its variable's dtype, and layers create weights
+      of the dtype asked for (float32 by default).  ``float32`` data then
+      stays float32 end to end, which is what DeZero's authors meant and
+      what a float32 program needs for speed.
+
+    It is process-wide (like ``train``) and read whenever a full-face
+    function runs, forward or backward, so ``Config.keep_dtype = True`` at
+    the top of a program, or ``with using_config('keep_dtype', True):``
+    around a block, covers everything in it.  Switched between a forward
+    pass and its backward, the backward follows the new setting (its
+    formulas and whether grads are cast); layers read it when they create
+    their weights.
     """
     train = True
 

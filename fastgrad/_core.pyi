@@ -12,6 +12,7 @@ PURE: bool
 class Config:
     enable_backprop: bool
     train: bool
+    keep_dtype: bool
 
 def using_config(name: str, value: Any) -> ContextManager[Any]: ...
 def no_grad() -> ContextManager[Any]: ...

@@ -129,6 +129,10 @@ cdef inline bint _is_f64_scalar_array(object a) noexcept:
             and cnp.PyArray_ISALIGNED(arr) and cnp.PyArray_ISNOTSWAPPED(arr))
 
 
+cdef inline bint _is_f64_array(object a) noexcept:
+    return type(a) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE
+
+
 cdef inline double _array_value(object a) noexcept:
     return (<double*>cnp.PyArray_DATA(<cnp.ndarray>a))[0]
 
@@ -698,6 +702,7 @@ cdef class Function:
     cdef unsigned long long _stamp
     cdef bint _has_gen
     cdef bint _table            # an op of the table, of its exact declared class
+    cdef bint _full             # called on the full face (fastgrad.dezero)
 
     def __dealloc__(self):
         free(self._outs)
@@ -777,6 +782,13 @@ cdef class Function:
         return 0
 
 
+cdef inline bint _dezero_rules(Function f) noexcept:
+    """DeZero's dtype rules apply to ``f``: it was called on the full face and
+    Config.keep_dtype is off (read now, so a backward follows the setting in
+    force when it runs)."""
+    return f._full and not _keep_dtype
+
+
 class _Dead:
     pass
 
@@ -833,6 +845,15 @@ cdef class _TableOp(Function):
 
     cdef tuple _array_backward(self, object gy, object buf):
         raise NotImplementedError
+
+    cdef tuple _array_backward_dz(self, object gy, object buf):
+        # DeZero's formula on arrays.  Generated where it differs from the
+        # row's formula with weak constants; elsewhere they agree for every
+        # dtype (the fast paths take one dtype only, and NumPy otherwise).
+        return self._array_backward(gy, buf)
+
+    cdef bint _dz_sensitive(self) noexcept:
+        return False        # DeZero's backward promotes where this row's does not
 
     cdef bint _scalar_params(self, double* p):
         return False        # no C scalar path
@@ -894,6 +915,8 @@ cdef object _call_scalar(_TableOp f, tuple args, object face):
         cls = _VarClass
     else:
         cls = face
+    # Either face's rules give these float64 values the same bits.
+    f._full = _FullVarClass is not None and cls is _FullVarClass
     cdef _Variable out = _lazy_var(f._scalar_forward(x, p), cls)
     cdef _Variable v0, v1
     if _backprop_enabled():
@@ -915,6 +938,12 @@ cdef object _call_scalar(_TableOp f, tuple args, object face):
     return out
 
 
+cdef inline object _strong(object c):
+    # DeZero's as_array(c): a number becomes a 0-d array, strongly typed for
+    # NumPy 2 (the table's DeZero-rule formulas wrap their constants in it).
+    return np.asarray(c)
+
+
 include "_optable.pxi"
 
 
@@ -934,19 +963,35 @@ def _graph_recording():
     return _backprop_enabled()
 
 
+def _dezero_dtypes(f):
+    """True while Function ``f`` (being called or differentiated) follows
+    DeZero's dtype rules: the full face with Config.keep_dtype off."""
+    return _dezero_rules(<Function?>f)
+
+
+def _dezero_variable(v):
+    """True if an operation on ``v`` follows DeZero's dtype rules: a
+    full-face Variable with Config.keep_dtype off."""
+    return isinstance(v, _GraphVariable) and not _keep_dtype
+
+
 def _needs_grad(v):
     """False for the engine's Variable around an ndarray or number operand:
     its gradient can never be read, so a backward may return None for it."""
     return not (isinstance(v, _Variable) and (<_Variable>v)._const)
 
 
-cdef object _input_variable(Function f, object x, list datas, object cls):
+cdef object _input_variable(Function f, object x, list datas, object cls, bint dezero):
     """Convert one argument of a Function call to a Variable."""
     if isinstance(x, _Variable):
         return x
     if isinstance(x, _ndarray):
         return _constant(x, cls)
     if isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic):
+        if dezero:
+            # DeZero's as_array: np.array(2.0) is a strongly typed float64 for
+            # NumPy 2, so float32 data * 2.0 is float64 there, and here.
+            return _constant(np.asarray(x), cls)
         # Python scalars are weak (NEP 50): float32 data * 2.0 stays float32.
         if datas:
             return _constant(np.asarray(x, dtype=np.result_type(*datas, x)), cls)
@@ -986,8 +1031,30 @@ cdef inline bint _graph_protocol(Function f):
 cdef inline object _call(Function f, tuple args, object face=None):
     """Function.__call__ (see _call_eager), seen by a trace being recorded."""
     if _recording:
-        return _call_recorded(f, args, face)
+        out = _call_recorded(f, args, face)
+        if f._table and _dezero_rules(f):
+            _trace_check_dezero(<_TableOp>f, out)
+        return out
     return _call_eager(f, args, face)
+
+
+cdef int _trace_check_dezero(_TableOp f, object out) except -1:
+    """A traced plan computes each backward in its arrays' one dtype, so a
+    row whose DeZero backward promotes (``1 - y * y`` with a strong 1) on
+    anything but float64 makes the signature run eagerly."""
+    if not (f._dz_sensitive() and _backprop_enabled() and isinstance(out, _Variable)):
+        return 0
+    arrays = [(<_Variable>v)._get_data() for v in (f._inputs or ())]
+    arrays.append((<_Variable>out)._get_data())
+    for a in arrays:
+        if not _is_f64_array(a):
+            rec = _active_recorder()
+            if rec is not None and rec.reason is None:
+                rec.reason = (f"its {type(f).__name__} on {a.dtype} data follows DeZero's "
+                              f"dtype rules (a float64 backward), which a traced plan "
+                              f"does not compute; Config.keep_dtype = True keeps {a.dtype}")
+            return 0
+    return 0
 
 
 cdef object _call_eager(Function f, tuple args, object face):
@@ -1019,7 +1086,11 @@ cdef object _call_eager(Function f, tuple args, object face):
             cls = _FullVarClass
         else:
             cls = _VarClass
-    inputs = [_input_variable(f, a, datas, cls) for a in args]
+    # The face decides the dtype rules: forward (a Python number operand, the
+    # table's pow and leaky_relu) and backward (see _dezero_rules).
+    f._full = _FullVarClass is not None and cls is _FullVarClass
+    cdef bint dezero = f._full and not _keep_dtype
+    inputs = [_input_variable(f, a, datas, cls, dezero) for a in args]
     xs = [(<_Variable>v)._get_data() for v in inputs]
     if table:
         _check_numeric(f, inputs)
@@ -1176,8 +1247,9 @@ cdef bint _step_scalar(_TableOp f, bint retain_grad) except -1:
     f._scalar_backward(gy, x, y, p, g)
     if not retain_grad:
         _clear_grad(out)
+    cdef bint cast = not _dezero_rules(f)
     for i in range(n):
-        _deliver_scalar(<_Variable>inputs[i], g[i])
+        _deliver_scalar(<_Variable>inputs[i], g[i], cast)
     return True
 
 
@@ -1188,12 +1260,12 @@ cdef inline bint _scalar_target(_Variable x) noexcept:
     return x._glazy or x._grad is None or _is_f64_scalar_array(x._grad)
 
 
-cdef int _deliver_scalar(_Variable x, double g) except -1:
+cdef int _deliver_scalar(_Variable x, double g, bint cast=True) except -1:
     """``_deliver`` for a float64 scalar gradient."""
     if x._const:
         return 0        # an engine-made constant: nobody can ask for its grad
     if not _scalar_target(x):
-        return _deliver(x, _scalar_array(g), True)
+        return _deliver(x, _scalar_array(g), True, cast)
     if x._glazy:
         x._gv += g
     elif x._grad is None:
@@ -1220,20 +1292,26 @@ cdef int _step_table_array(_TableOp f, bint retain_grad) except -1:
     if gy is None or f._inputs is None:
         return 0
     cdef bint owned = _exclusive(gy)
-    # The kernels may write the first gradient into gy's buffer when we own it.
     cdef tuple gxs
-    if type(gy) is _ndarray and cnp.PyArray_NBYTES(<cnp.ndarray>gy) >= _LARGE:
+    # The kernels may write the first gradient into gy's buffer when we own it.
+    cdef bint dz = _dezero_rules(f)
+    previous = None
+    cdef bint large = type(gy) is _ndarray and cnp.PyArray_NBYTES(<cnp.ndarray>gy) >= _LARGE
+    if large:
         previous = use_block_handler()
-        try:
+    try:
+        if dz:
+            # DeZero's formulas (strong constants), its dtypes, no cast.
+            gxs = f._array_backward_dz(gy, gy if owned else None)
+        else:
             gxs = f._array_backward(gy, gy if owned else None)
-        finally:
+    finally:
+        if large:
             restore_handler(previous)
-    else:
-        gxs = f._array_backward(gy, gy if owned else None)
-    return _deliver_all(f, gxs, gy, owned)
+    return _deliver_all(f, gxs, gy, owned, not dz)
 
 
-cdef int _deliver_all(Function f, tuple gxs, object gy, bint gy_owned) except -1:
+cdef int _deliver_all(Function f, tuple gxs, object gy, bint gy_owned, bint cast) except -1:
     """Deliver one gradient per input; ``gy`` may be among them.
 
     An array is stored without a copy only once, and only if nothing else can
@@ -1259,7 +1337,7 @@ cdef int _deliver_all(Function f, tuple gxs, object gy, bint gy_owned) except -1
                 owned = gy_owned
             else:
                 owned = Py_REFCNT(<PyObject*>g) == 2 and _owns_buffer(g)
-        _deliver(<_Variable>inputs[i], g, owned)
+        _deliver(<_Variable>inputs[i], g, owned, cast)
         g = None
     return 0
 
@@ -1378,21 +1456,25 @@ cdef int _deliver_user(Function f, list box) except -1:
     # An array may be kept without copying only if nothing else can reach it:
     # not the caller (tuple referenced once), not another slot of the tuple.
     cdef bint tuple_private = Py_REFCNT(<PyObject*>gxs) == 1
+    cdef bint cast = not _dezero_rules(f)
     for i in range(len(inputs)):
         gx = gxs[i]
         if gx is None:
             continue
         owned = tuple_private and Py_REFCNT(<PyObject*>gx) == 2 and _owns_buffer(gx)
-        _deliver(<_Variable>inputs[i], gx, owned)
+        _deliver(<_Variable>inputs[i], gx, owned, cast)
         gx = None
     return 0
 
 
-cdef int _deliver(_Variable x, object gx, bint owned) except -1:
+cdef int _deliver(_Variable x, object gx, bint owned, bint cast=True) except -1:
     """Accumulate gradient ``gx`` into ``x.grad`` (``x.grad = x.grad + gx``).
 
     ``owned`` says nobody else can see ``gx``; otherwise it is copied before
     it is stored, so grads never alias each other or the user's arrays.
+    ``cast`` gives a floating ``x`` a grad of its own dtype; without it (the
+    full face's DeZero rules) a grad keeps the dtype backward produced, and
+    the sum of two grads NumPy's promotion of theirs, as in DeZero.
     """
     if x._const:
         return 0
@@ -1413,7 +1495,7 @@ cdef int _deliver(_Variable x, object gx, bint owned) except -1:
         if not cnp.PyArray_SAMESHAPE(gx, data):
             gx = _sum_to(gx, data.shape)
             owned = True
-        if cnp.PyArray_TYPE(gx) != cnp.PyArray_TYPE(data) and (
+        if cast and cnp.PyArray_TYPE(gx) != cnp.PyArray_TYPE(data) and (
                 cnp.PyArray_ISFLOAT(data) or cnp.PyArray_ISCOMPLEX(data)):
             gx = gx.astype(data.dtype)      # a grad has its variable's dtype
             owned = True

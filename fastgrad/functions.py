@@ -13,10 +13,12 @@ differentiated again (``backward(create_graph=True)``).
 
 Where DeZero 0.0.13 defines a formula (softmax, log-softmax, the losses),
 the same floating-point operations run in the same order, so float64 results
-equal DeZero's bit for bit.  Beyond DeZero: broadcasting inputs get grads of
-their own shape, float32 stays float32, ``matmul`` follows ``np.matmul`` for
-1-d and batched operands, and bad arguments raise ``TypeError`` or
-``ValueError`` naming the problem.
+equal DeZero's bit for bit.  On the full face the dtypes are DeZero's too
+(float32 data may get float64 results where DeZero's formula promotes);
+on the stage-2 face, and with ``Config.keep_dtype``, float32 stays
+float32.  Beyond DeZero: broadcasting inputs get grads of their own shape,
+``matmul`` follows ``np.matmul`` for 1-d and batched operands, and bad
+arguments raise ``TypeError`` or ``ValueError`` naming the problem.
 """
 import math as _math
 
@@ -33,7 +35,9 @@ from fastgrad._array_utils import (
     sum_to as _sum_to_array,
 )
 from fastgrad._core import GraphFunction as Function
-from fastgrad._core import _graph_recording, _needs_grad, backend
+from fastgrad._core import (
+    _dezero_dtypes, _dezero_variable, _graph_recording, _needs_grad, backend,
+)
 from fastgrad._reference import check_labels as _check_labels
 from fastgrad._core import (  # noqa: F401 - re-exported elementwise vocabulary
     Abs,
@@ -308,7 +312,9 @@ class GetItemGrad(Function):
     def forward(self, gy):
         gx = np.zeros(self.in_shape, dtype=gy.dtype)
         if _is_basic_index(self.slices):
-            gx[self.slices] = gy
+            # Added, not assigned: 0 + gy, the bits of DeZero's np.add.at
+            # (a -0.0 gradient becomes +0.0 there too).
+            gx[self.slices] += gy
         else:
             np.add.at(gx, self.slices, gy)
         return gx
@@ -513,6 +519,11 @@ class Linear(Function):
             if isinstance(y, np.ndarray) and (b.dtype == y.dtype or
                                               np.result_type(y, b) == y.dtype):
                 y = backend.add_bias(y, b)
+            elif (isinstance(y, np.ndarray) and _dezero_dtypes(self)
+                  and np.can_cast(b.dtype, y.dtype, "same_kind")):
+                # DeZero adds the bias in place (y += b): a float32 product
+                # stays float32 with a float64 bias.
+                y += b
             else:
                 y = y + b
         return _nd(y)
@@ -639,15 +650,21 @@ def _batch_len(name, shape):
     return shape[0]
 
 
-def _target(t, x_dtype):
-    # A target is a constant: a Variable contributes its array.  It takes the
-    # floating dtype of the prediction, so a float32 model gets a float32
-    # loss and grads from float64 or integer labels (0/1 and float32 values
-    # convert exactly, so float64 results are unchanged).
+def _target(t, x):
+    # A target is a constant: a Variable contributes its array.  Keeping
+    # dtypes, it takes the floating dtype of the prediction, so a float32
+    # model gets a float32 loss and grads from float64 or integer labels (0/1
+    # and float32 values convert exactly, so float64 results are unchanged).
+    # Under DeZero's rules it stays as it is (integer labels promote).
     t = _data_of(t)
-    if x_dtype.kind == "f" and t.dtype.kind in "biuf" and t.dtype != x_dtype:
+    x_dtype = x.dtype
+    if (x_dtype.kind == "f" and t.dtype.kind in "biuf" and t.dtype != x_dtype
+            and not _dezero_variable(x)):
         t = t.astype(x_dtype)
     return t
+
+
+_KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def mean_squared_error_simple(x0, x1):
@@ -705,6 +722,13 @@ class SoftmaxCrossEntropy(Function):
     _softmax = None     # softmax(x), kept by the forward for the backward
 
     def forward(self, x, t):
+        if _dezero_dtypes(self) and x.dtype not in _KERNEL_FLOATS:
+            # DeZero divides by np.float32(N): float16 logits give a float32
+            # loss (float32 and float64 ones the same bits either way).
+            _check_labels("softmax_cross_entropy", x.shape, t)
+            N = x.shape[0]
+            log_p = (x - _logsumexp(x, axis=1))[np.arange(N), t.ravel()]
+            return _nd(-log_p.sum() / np.float32(N))
         if not _graph_recording():      # no graph: nobody will ask for a backward
             return backend.softmax_cross_entropy(x, t)
         loss, self._softmax = backend.softmax_cross_entropy(x, t, keep_softmax=True)
@@ -712,13 +736,25 @@ class SoftmaxCrossEntropy(Function):
 
     def backward(self, gy):
         x, t = self.inputs
+        dezero = _dezero_dtypes(self)
         if not _graph_recording():    # no create_graph: arrays, one kernel
-            return backend.softmax_cross_entropy_backward(x.data, t.data, gy.data,
-                                                          self._softmax), None
+            x, t, gy = x.data, t.data, gy.data
+            if not dezero or (x.dtype == gy.dtype == np.float64):
+                return backend.softmax_cross_entropy_backward(x, t, gy, self._softmax), None
+            # DeZero's formula: gy * (1/N) and the integer one-hot are strong,
+            # so a float32 batch gets a float64 gradient.
+            N, CLS_NUM = x.shape
+            gy = gy * np.asarray(1 / N)
+            y = self._softmax if self._softmax is not None else backend.softmax(x, 1)
+            t_onehot = np.eye(CLS_NUM, dtype=t.dtype)[t.ravel()]
+            return _nd((y - t_onehot) * gy), None
         N, CLS_NUM = x.shape
         gy = gy * (1 / N)
         y = softmax(x)
-        dtype = y.dtype if y.dtype.kind == "f" else np.float64
+        if dezero:
+            dtype = t.dtype         # DeZero's one-hot has the labels' dtype
+        else:
+            dtype = y.dtype if y.dtype.kind == "f" else np.float64
         t_onehot = np.eye(CLS_NUM, dtype=dtype)[t.data.ravel()]
         gx = (y - t_onehot) * gy
         return gx, None
@@ -749,7 +785,7 @@ def _check_same_size(name, x_shape, t):
 def sigmoid_cross_entropy(x, t):
     """Binary cross entropy of logits ``x`` and 0/1 targets ``t``, averaged over the batch."""
     x = _as_variable(x)
-    t = _target(t, x.dtype)
+    t = _target(t, x)
     _check_same_size("sigmoid_cross_entropy", tuple(x.shape), t)
     if x.ndim != t.ndim:
         t = t.reshape(*x.shape)
@@ -763,7 +799,7 @@ def sigmoid_cross_entropy(x, t):
 def binary_cross_entropy(p, t):
     """Binary cross entropy of probabilities ``p`` and 0/1 targets ``t``, averaged over the batch."""
     p = _as_variable(p)
-    t = _target(t, p.dtype)
+    t = _target(t, p)
     _check_same_size("binary_cross_entropy", tuple(p.shape), t)
     if p.ndim != t.ndim:
         t = t.reshape(*p.shape)

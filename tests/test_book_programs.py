@@ -461,13 +461,20 @@ def test_step35_tanh_six_derivatives(full):
 
 
 def test_step35_tanh_scalar_and_float32(full):
-    # 0-d float64 goes through the C scalar path; float32 stays float32
+    # 0-d float64 goes through the C scalar path; float32 follows DeZero's
+    # dtypes (1 - y * y has a strong 1: the derivatives are float64) bit for
+    # bit, and stays float32 with Config.keep_dtype
     (ours, _), (theirs, _) = (step35(m, 6, np.array(0.5)) for m in full)
     assert_same(ours, theirs)
-    (ours32, _), = [step35(full[0], 3, np.linspace(-2, 2, 9, dtype=np.float32))]
-    assert all(g.dtype == np.float32 for g in ours32)
+    x32 = np.linspace(-2, 2, 9, dtype=np.float32)
+    (ours32, _), (theirs32, _) = (step35(m, 3, x32) for m in full)
+    assert [(g.dtype, g.tobytes()) for g in ours32] == [(g.dtype, g.tobytes()) for g in theirs32]
+    assert ours32[0].dtype == np.float64
+    with full[0].dezero.using_config("keep_dtype", True):
+        (kept, _), = [step35(full[0], 3, x32)]
+    assert all(g.dtype == np.float32 for g in kept)
     want = tanh_derivatives(np.linspace(-2, 2, 9))[:3]
-    np.testing.assert_allclose(ours32, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(kept, want, rtol=1e-4, atol=1e-5)
 
 
 # =============================================================================

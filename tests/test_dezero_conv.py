@@ -8,7 +8,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from conftest import import_dezero, numerical_grad
-from fastgrad.dezero.core import Variable, no_grad
+from fastgrad.dezero.core import Variable, no_grad, using_config
 import fastgrad.dezero.functions as F
 import fastgrad.dezero.functions_conv as C
 
@@ -181,7 +181,15 @@ def test_im2col_col2im_functions_equal_dezero(geom):
 # finite differences
 # =============================================================================
 def _check_first_order(fn, arrays, dtype, rtol, atol, seed=0):
-    """Gradients of sum(fn(*xs) * R) against finite differences (float64)."""
+    """Gradients of sum(fn(*xs) * R) against finite differences (float64).
+
+    With Config.keep_dtype, so that float32 stays float32 (the default rules
+    are DeZero's, compared with DeZero in test_dezero_dtypes.py)."""
+    with using_config("keep_dtype", True):
+        _check_first_order_kept(fn, arrays, dtype, rtol, atol, seed)
+
+
+def _check_first_order_kept(fn, arrays, dtype, rtol, atol, seed):
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     xs = [Variable(a.astype(dtype)) for a in arrays]
     y = fn(*xs)

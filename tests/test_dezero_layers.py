@@ -11,7 +11,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from conftest import import_dezero, numerical_grad
-from fastgrad.dezero.core import Parameter, Variable, no_grad
+from fastgrad.dezero.core import Parameter, Variable, no_grad, using_config
 from fastgrad.dezero.core import test_mode as eval_mode
 import fastgrad.dezero.functions as F
 import fastgrad.dezero.layers as L
@@ -40,7 +40,15 @@ def _copy_params(src, dst):
 
 
 def _check_grads(fn, arrays, dtype, rtol, atol, seed=0):
-    """Gradients of sum(fn(*xs) * R) against central finite differences."""
+    """Gradients of sum(fn(*xs) * R) against central finite differences.
+
+    With Config.keep_dtype, so that float32 stays float32 (the default rules
+    are DeZero's, compared with DeZero in test_dezero_dtypes.py)."""
+    with using_config("keep_dtype", True):
+        _check_grads_kept(fn, arrays, dtype, rtol, atol, seed)
+
+
+def _check_grads_kept(fn, arrays, dtype, rtol, atol, seed):
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     xs = [Variable(a.astype(dtype)) for a in arrays]
     y = fn(*xs)
@@ -331,11 +339,16 @@ def test_linear_lazy_init_same_draws_as_dezero():
     lf(x)
     after_f = np.random.rand()
     assert after_f == after_d
-    # DeZero's weights come out float64 under NumPy 2; ours keep float32,
-    # the same values rounded.
-    assert lf.W.dtype == np.float32 and lf.b.dtype == np.float32
-    assert_array_equal(lf.W.data, ld.W.data.astype(np.float32))
-    assert_allclose(lf.W.data, ld.W.data, rtol=1e-7)
+    # DeZero's expression gives float64 weights under NumPy 2 (float32
+    # biases): the same here, bit for bit; Config.keep_dtype rounds them to
+    # the float32 asked for.
+    assert lf.W.dtype == ld.W.dtype == np.float64 and lf.b.dtype == np.float32
+    assert_array_equal(lf.W.data, ld.W.data)
+    np.random.seed(0)
+    with using_config("keep_dtype", True):
+        kept = L.Linear(5, in_size=6)
+    assert kept.W.dtype == np.float32
+    assert_array_equal(kept.W.data, ld.W.data.astype(np.float32))
 
     np.random.seed(0)
     ld = dzL.Linear(5, dtype=np.float64, in_size=6)
@@ -419,11 +432,17 @@ def test_conv_layers_same_draws_values_grads_as_dezero(cls):
     assert_array_equal(lf.W.grad.data, ld.W.grad.data)
     assert_array_equal(lf.b.grad.data, ld.b.grad.data)
 
-    # default float32: the same draws rounded to float32
+    # default float32: DeZero's float64 weights, bit for bit; rounded to
+    # float32 with Config.keep_dtype
     np.random.seed(2)
     ld = getattr(dzL, cls)(4, 3, in_channels=3)
     np.random.seed(2)
     lf = getattr(L, cls)(4, 3, in_channels=3)
+    assert lf.W.dtype == ld.W.dtype == np.float64
+    assert_array_equal(lf.W.data, ld.W.data)
+    np.random.seed(2)
+    with using_config("keep_dtype", True):
+        lf = getattr(L, cls)(4, 3, in_channels=3)
     assert lf.W.dtype == np.float32
     assert_array_equal(lf.W.data, ld.W.data.astype(np.float32))
 
@@ -463,7 +482,7 @@ def test_recurrent_layers_equal_dezero(cls):
     ld = getattr(dzL, cls)(6)
     np.random.seed(5)
     lf = getattr(L, cls)(6)
-    # the weights each creates eagerly: the same draws (float32 here)
+    # the weights each creates eagerly: the same draws and dtypes
     for k, p in _keys(lf).items():
         if p.data is not None:
             assert_array_equal(p.data, _keys(ld)[k].data.astype(p.data.dtype))
@@ -678,8 +697,8 @@ def test_sequential_and_mlp_equal_dezero():
     yf = mf(x)
     zf = sf(x)
     assert_array_equal(zf.data, zd.data)
-    # MLP's Linear layers are float32: DeZero's are float64 by promotion
-    assert_allclose(yf.data, yd.data, rtol=1e-5, atol=1e-6)
+    # MLP's Linear layers: DeZero's float64 weights and float32 biases
+    assert_array_equal(yf.data, yd.data)
     _copy_params(md, mf)
     assert_array_equal(mf(x).data, md(x).data)
     assert sorted(_keys(sf)) == ["l0/W", "l0/b", "l1/W", "l1/b"]
@@ -707,7 +726,8 @@ def test_vgg16_random_weights_forward_backward():
     x = np.random.default_rng(18).standard_normal((1, 3, 32, 32)).astype(np.float32)
     with eval_mode():
         y = model(x)
-    assert y.shape == (1, 1000) and y.dtype == np.float32
+    # float64, as DeZero's: its layers' weights are float64 under NumPy 2
+    assert y.shape == (1, 1000) and y.dtype == np.float64
     assert np.isfinite(y.data).all()
     y = model(x)                         # training mode: dropout on
     F.sum(y).backward()

@@ -3,15 +3,14 @@
 Each program is written once against a namespace of modules (``fw``) and
 run twice from the same np.random seed: with DeZero 0.0.13 and with
 fastgrad.dezero.  The losses (printed with ``pytest -s``) must be the same
-numbers: bit for bit where every parameter is float64 in both frameworks,
-else within a tolerance stated at the comparison.  Fewer iterations than
-the book runs, to keep the suite quick; the arithmetic per step is the same.
+numbers, bit for bit.  Fewer iterations than the book runs, to keep the
+suite quick; the arithmetic per step is the same.
 
-Why float64 parameters for the exact runs: under NumPy 2, DeZero's float32
-``Linear`` weights silently become float64 (``randn(...).astype(float32) *
-np.sqrt(1 / I)`` promotes), while its biases stay float32; fastgrad keeps
-float32.  ``_float64`` gives both frameworks the same float64 parameters
-(the same draws), so the rest of each program runs the same operations.
+Each program runs twice: with the layers as the book creates them (float32
+by default: under NumPy 2 DeZero's ``randn(...).astype(float32) *
+np.sqrt(1 / I)`` gives float64 weights and float32 biases, and fastgrad's
+default dtype rules are DeZero's, grads and optimizer updates included),
+and with every parameter float64 (``_float64``: the same draws).
 """
 import gc
 import math
@@ -143,7 +142,7 @@ def sine_regression_linear(fw, iters=300, float64=True):
     return losses
 
 
-def sine_regression_model(fw, iters=200, optimizer="SGD"):
+def sine_regression_model(fw, iters=200, optimizer="SGD", float64=True):
     # steps 45-46: a Model subclass and an MLP, with an optimizer
     F, L = fw.F, fw.L
 
@@ -162,7 +161,9 @@ def sine_regression_model(fw, iters=200, optimizer="SGD"):
     x = np.random.rand(100, 1)
     y = np.sin(2 * np.pi * x) + np.random.rand(100, 1)
     losses = []
-    for model in (_float64(TwoLayerNet(10, 1)), _float64(fw.models.MLP((10, 1)))):
+    for model in (TwoLayerNet(10, 1), fw.models.MLP((10, 1))):
+        if float64:
+            _float64(model)
         if optimizer == "SGD":
             opt = fw.optimizers.SGD(0.2).setup(model)
         else:
@@ -177,31 +178,33 @@ def sine_regression_model(fw, iters=200, optimizer="SGD"):
     return losses
 
 
-def test_step44_sine_regression_linear():
-    _run(sine_regression_linear)
+# The book's layers (float32 requested) or every parameter float64.
+DTYPES = [pytest.param(False, id="book-float32"), pytest.param(True, id="float64")]
 
 
-def test_step44_sine_regression_default_float32():
-    # fastgrad's weights are float32 (DeZero's are float64 by promotion under
-    # NumPy 2), so the losses agree to float32 accuracy, not bit for bit.
-    _run(sine_regression_linear, float64=False, exact=False, rtol=1e-4)
+@pytest.mark.parametrize("float64", DTYPES)
+def test_step44_sine_regression_linear(float64):
+    _run(sine_regression_linear, float64=float64)
 
 
+@pytest.mark.parametrize("float64", DTYPES)
 @pytest.mark.parametrize("optimizer", ["SGD", "MomentumSGD"])
-def test_step45_46_model_mlp_optimizers(optimizer):
-    _run(sine_regression_model, optimizer=optimizer)
+def test_step45_46_model_mlp_optimizers(optimizer, float64):
+    _run(sine_regression_model, optimizer=optimizer, float64=float64)
 
 
 # =============================================================================
 # steps 47-50: spiral classification, manual batches and DataLoader
 # =============================================================================
-def spiral_manual_batches(fw, max_epoch=30):
+def spiral_manual_batches(fw, max_epoch=30, float64=True):
     # step 48
     F = fw.F
     batch_size, hidden_size, lr = 30, 10, 1.0
     with fw.int_alias():
         x, t = fw.datasets.get_spiral(train=True)
-    model = _float64(fw.models.MLP((hidden_size, 3)))
+    model = fw.models.MLP((hidden_size, 3))
+    if float64:
+        _float64(model)
     optimizer = fw.optimizers.SGD(lr).setup(model)
     data_size = len(x)
     max_iter = math.ceil(data_size / batch_size)
@@ -259,29 +262,27 @@ def spiral_dataloader(fw, max_epoch=15, float64=True):
     return out
 
 
-def test_step48_spiral_manual_batches():
-    _run(spiral_manual_batches)
+@pytest.mark.parametrize("float64", DTYPES)
+def test_step48_spiral_manual_batches(float64):
+    _run(spiral_manual_batches, float64=float64)
 
 
-def test_step49_50_spiral_dataloader():
-    _run(spiral_dataloader)
-
-
-def test_step50_spiral_dataloader_default_float32():
-    # float32 weights here, float64 in DeZero: float32 accuracy (accuracy
-    # values are counts and could flip on a tie; none does at this seed)
-    _run(spiral_dataloader, float64=False, exact=False, rtol=1e-4)
+@pytest.mark.parametrize("float64", DTYPES)
+def test_step49_50_spiral_dataloader(float64):
+    _run(spiral_dataloader, float64=float64)
 
 
 # =============================================================================
 # step 53: save and load in the middle of training
 # =============================================================================
-def spiral_save_resume(fw, tmp_path):
+def spiral_save_resume(fw, tmp_path, float64=True):
     F = fw.F
     with fw.int_alias():
         x, t = fw.datasets.get_spiral(train=True)
     np.random.seed(0)
-    model = _float64(fw.models.MLP((10, 3)))
+    model = fw.models.MLP((10, 3))
+    if float64:
+        _float64(model)
     opt = fw.optimizers.SGD(1.0).setup(model)
     losses = []
     for i in range(20):
@@ -304,14 +305,15 @@ def spiral_save_resume(fw, tmp_path):
     return losses
 
 
-def test_step53_save_and_resume(tmp_path):
-    _run(spiral_save_resume, tmp_path)
+@pytest.mark.parametrize("float64", DTYPES)
+def test_step53_save_and_resume(tmp_path, float64):
+    _run(spiral_save_resume, tmp_path, float64=float64)
 
 
 # =============================================================================
 # step 54: dropout while training, test_mode for evaluation
 # =============================================================================
-def spiral_dropout(fw, iters=100):
+def spiral_dropout(fw, iters=100, float64=True):
     F, L = fw.F, fw.L
 
     class DropoutMLP(fw.Model):
@@ -327,7 +329,9 @@ def spiral_dropout(fw, iters=100):
     with fw.int_alias():
         x, t = fw.datasets.get_spiral(train=True)
     np.random.seed(1)
-    model = _float64(DropoutMLP())
+    model = DropoutMLP()
+    if float64:
+        _float64(model)
     opt = fw.optimizers.Adam().setup(model)
     out = []
     for i in range(iters):
@@ -347,14 +351,15 @@ def spiral_dropout(fw, iters=100):
     return out + list(y.data) + list(z.data)
 
 
-def test_step54_dropout_and_test_mode():
-    _run(spiral_dropout)
+@pytest.mark.parametrize("float64", DTYPES)
+def test_step54_dropout_and_test_mode(float64):
+    _run(spiral_dropout, float64=float64)
 
 
 # =============================================================================
 # steps 55-58: a small CNN (conv, batch norm, pooling, linear)
 # =============================================================================
-def small_cnn(fw, iters=15):
+def small_cnn(fw, iters=15, float64=True):
     F, L = fw.F, fw.L
 
     class CNN(fw.Model):
@@ -376,7 +381,9 @@ def small_cnn(fw, iters=15):
     x = rng.randn(16, 2, 8, 8)
     t = (x[:, 0, :4].mean(axis=(1, 2)) > x[:, 1, 4:].mean(axis=(1, 2))).astype(int)
     np.random.seed(2)
-    model = _float64(CNN())
+    model = CNN()
+    if float64:
+        _float64(model)
     opt = fw.optimizers.Adam(0.01).setup(model)
     out = []
     for i in range(iters):
@@ -395,19 +402,20 @@ def small_cnn(fw, iters=15):
     return out
 
 
-def test_step55_58_small_cnn():
+@pytest.mark.parametrize("float64", DTYPES)
+def test_step55_58_small_cnn(float64):
     # Bit for bit here: the batch norm's transposes copy the convolution
     # outputs, so both frameworks hand BLAS the same layouts.  (Where a
     # convolution's NHWC-strided output grad reaches the next tensordot
     # directly, the engine's C-ordered grads can make BLAS round the last
     # bit differently; test_dezero_layers avoids that case on purpose.)
-    _run(small_cnn)
+    _run(small_cnn, float64=float64)
 
 
 # =============================================================================
 # steps 59-60: RNN and LSTM on SinCurve
 # =============================================================================
-def sincurve_rnn(fw, max_epoch=1, hidden_size=10, bptt_length=30):
+def sincurve_rnn(fw, max_epoch=1, hidden_size=10, bptt_length=30, float64=True):
     # step 59: truncated BPTT with unchain_backward
     F, L = fw.F, fw.L
 
@@ -428,7 +436,9 @@ def sincurve_rnn(fw, max_epoch=1, hidden_size=10, bptt_length=30):
     np.random.seed(0)
     train_set = fw.datasets.SinCurve(train=True)
     seqlen = len(train_set)
-    model = _float64(SimpleRNN(hidden_size, 1))
+    model = SimpleRNN(hidden_size, 1)
+    if float64:
+        _float64(model)
     optimizer = fw.optimizers.Adam().setup(model)
     out = []
     for epoch in range(max_epoch):
@@ -449,7 +459,7 @@ def sincurve_rnn(fw, max_epoch=1, hidden_size=10, bptt_length=30):
     return out
 
 
-def sincurve_lstm(fw, max_epoch=2, hidden_size=20, bptt_length=30):
+def sincurve_lstm(fw, max_epoch=2, hidden_size=20, bptt_length=30, float64=True):
     # step 60: LSTM with SeqDataLoader
     F, L = fw.F, fw.L
 
@@ -470,12 +480,13 @@ def sincurve_lstm(fw, max_epoch=2, hidden_size=20, bptt_length=30):
     dataloader = fw.SeqDataLoader(train_set, batch_size=30)
     seqlen = len(train_set)
     model = BetterRNN(hidden_size, 1)
-    # LSTM creates its hidden-to-hidden weights at construction (float32
-    # here, float64 by promotion in DeZero); drop them so that both create
-    # them lazily, as float64 from the same draws, like the other weights.
-    for name in ("h2f", "h2i", "h2o", "h2u"):
-        getattr(model.rnn, name).W.data = None
-    _float64(model)
+    if float64:
+        # LSTM creates its hidden-to-hidden weights at construction; drop
+        # them so that both create them lazily, as float64 from the same
+        # draws, like the other weights.
+        for name in ("h2f", "h2i", "h2o", "h2u"):
+            getattr(model.rnn, name).W.data = None
+        _float64(model)
     optimizer = fw.optimizers.Adam().setup(model)
     out = []
     for epoch in range(max_epoch):
@@ -495,12 +506,14 @@ def sincurve_lstm(fw, max_epoch=2, hidden_size=20, bptt_length=30):
     return out
 
 
-def test_step59_rnn_sincurve():
-    _run(sincurve_rnn)
+@pytest.mark.parametrize("float64", DTYPES)
+def test_step59_rnn_sincurve(float64):
+    _run(sincurve_rnn, float64=float64)
 
 
-def test_step60_lstm_sincurve():
-    _run(sincurve_lstm)
+@pytest.mark.parametrize("float64", DTYPES)
+def test_step60_lstm_sincurve(float64):
+    _run(sincurve_lstm, float64=float64)
 
 
 # =============================================================================
@@ -541,7 +554,7 @@ def test_training_memory_does_not_grow():
     finally:
         tracemalloc.stop()
     assert all(r() is None for r in refs), "a past step's graph is still alive"
-    # One step's graph holds about 300 x 30 float32 activations and their
-    # grads (~70 KiB); growing by less than that over 200 steps means no
-    # step's graph is kept.
+    # One step's graph holds about 300 x 30 activations (float64, as the
+    # layers' weights are) and their grads (~140 KiB); growing by less than
+    # that over 200 steps means no step's graph is kept.
     assert grown < 32 * 1024, f"memory grew by {grown} bytes over 200 steps"

@@ -23,13 +23,13 @@ FACES = ["full", "stage2"]
 
 
 def variable_class(face):
-    return fdz.Variable if face == "full" else fastgrad.Variable
+    return fdz.Variable if face.startswith("full") else fastgrad.Variable
 
 
 def grad_array(v, face):
     g = v.grad
     assert g is not None
-    if face == "full":
+    if face.startswith("full"):
         assert isinstance(g, fdz.Variable), type(g)
         return g.data
     assert type(g) is np.ndarray, type(g)
@@ -260,19 +260,29 @@ def run_case(case, arrays, face):
 
 
 def check_case(case, arrays, face, dtype):
+    # "full-keep": the full face with Config.keep_dtype, where float32 stays
+    # float32.  The full face's default rules are DeZero's, whose dtypes
+    # test_dezero_dtypes.py checks bit for bit: float32 results may be
+    # float64 there.
+    with fdz.using_config("keep_dtype", face == "full-keep"):
+        _check_case(case, arrays, face, dtype)
+
+
+def _check_case(case, arrays, face, dtype):
+    dtypes = (dtype, np.float64) if face == "full" else (dtype,)
     originals = [a.copy() for a in arrays]
     vs, y = run_case(case, arrays, face)
     assert isinstance(y, variable_class(face)), type(y)
     ref = np.asarray(case.ref(*[a.astype(np.float64) for a in arrays]))
     assert y.shape == ref.shape
-    assert y.dtype == dtype
+    assert y.dtype in dtypes
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(y.data, ref, rtol=rtol, atol=rtol)
     y.backward()
     rtol, atol = (case.rtol32, 1e-2) if dtype == np.float32 else (1e-6, 1e-7)
     for i, (v, a) in enumerate(zip(vs, arrays)):
         g = grad_array(v, face)
-        assert g.shape == a.shape and g.dtype == dtype, (i, g.shape, g.dtype)
+        assert g.shape == a.shape and g.dtype in dtypes, (i, g.shape, g.dtype)
 
         def f(x, i=i):
             args = [b.astype(np.float64) for b in arrays]
@@ -286,7 +296,7 @@ def check_case(case, arrays, face, dtype):
         np.testing.assert_array_equal(a, o)
 
 
-@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize("face", FACES + ["full-keep"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_forward_and_grad(case, dtype, face):
@@ -533,6 +543,11 @@ def test_empty_arrays():
 
 
 def test_float32_losses_stay_float32():
+    with fdz.using_config("keep_dtype", True):
+        _float32_losses_stay_float32()
+
+
+def _float32_losses_stay_float32():
     x = fdz.Variable(np.ones((4, 3), np.float32))
     for y in [F.softmax_cross_entropy(x, LABELS), F.softmax_cross_entropy_simple(x, LABELS),
               F.sigmoid_cross_entropy(F.get_item(x, (slice(None), 0)), BIN_T.astype(int)),

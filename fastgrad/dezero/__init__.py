@@ -8,7 +8,9 @@ in its imports::
     from fastgrad.dezero import Variable
 
 The top-level names are those of ``dezero/__init__.py`` in its full-core mode
-(grads are Variables; ``backward(create_graph=True)``).  The stage-2 core is
+(grads are Variables; ``backward(create_graph=True)``).  Dtypes follow
+DeZero 0.0.13 on the installed NumPy (float32 programs print DeZero's
+numbers); ``Config.keep_dtype = True`` keeps every array's dtype instead.  The stage-2 core is
 ``fastgrad.dezero.core_simple`` (the same as ``fastgrad``).
 """
 is_simple_core = False

@@ -8,10 +8,12 @@ DeZero hand their parameters to an optimizer in the same order).
 
 Weights are created with DeZero's initialisation and the same
 ``np.random`` draws in the same order (lazily, on the first call, when the
-input size is not given).  One difference: under NumPy 2, DeZero's
-``randn(...).astype(dtype) * np.sqrt(1 / I)`` silently promotes float32
-weights to float64; here the weights keep the dtype asked for (the same
-values, rounded to it).
+input size is not given), evaluated as DeZero evaluates it: under NumPy 2,
+``randn(...).astype(dtype) * np.sqrt(1 / I)`` promotes float32 weights to
+float64 (``np.sqrt`` returns a float64 NumPy scalar, which is strongly
+typed), while biases keep the dtype asked for.  With
+``Config.keep_dtype = True`` (read when the weights are created) the
+weights are rounded to the dtype asked for (float32 by default).
 """
 import os
 import secrets
@@ -20,7 +22,7 @@ import weakref
 import numpy as np
 
 import fastgrad.dezero.functions as F
-from fastgrad.dezero.core import Parameter
+from fastgrad.dezero.core import Config, Parameter
 from fastgrad.dezero.functions_conv import conv2d, deconv2d
 from fastgrad.nn_functions import batch_norm, embed_id
 
@@ -43,6 +45,14 @@ def _check_dtype(owner, dtype):
     if dt.kind != "f":
         raise TypeError(f"{owner}: dtype must be a floating-point type, got {dt}")
     return dt.type
+
+
+def _weights(data, dtype):
+    # DeZero's expression promotes float32 weights to float64 under NumPy 2;
+    # Config.keep_dtype keeps the dtype the layer was asked for.
+    if Config.keep_dtype:
+        return data.astype(dtype, copy=False)
+    return data
 
 
 def _pair(owner, name, value):
@@ -267,11 +277,13 @@ class Linear(Layer):
     nobias : bool
         Without a bias ``b``.
     dtype : floating-point type
-        Of ``W`` and ``b``.
+        Of ``b``, and of ``W`` with ``Config.keep_dtype`` (else ``W`` is
+        float64 under NumPy 2, as in DeZero).
     in_size : int, optional
         If None, ``W`` is created on the first call from ``x.shape[1]``.
 
-    ``W`` is ``randn(in_size, out_size) * sqrt(1 / in_size)``, ``b`` zeros.
+    ``W`` is ``randn(in_size, out_size).astype(dtype) * np.sqrt(1 / in_size)``
+    (DeZero's expression), ``b`` zeros.
 
     Examples
     --------
@@ -298,7 +310,7 @@ class Linear(Layer):
     def _init_W(self, xp=np):
         I, O = self.in_size, self.out_size
         W_data = xp.random.randn(I, O).astype(self.dtype) * np.sqrt(1 / I)
-        self.W.data = W_data.astype(self.dtype, copy=False)
+        self.W.data = _weights(W_data, self.dtype)
 
     def forward(self, x):
         shape = x.shape if hasattr(x, "shape") else np.shape(x)
@@ -347,7 +359,7 @@ class _ConvBase(Layer):
         KH, KW = _pair(self._name, "kernel_size", self.kernel_size)
         scale = np.sqrt(1 / (C * KH * KW))
         W_data = xp.random.randn(*self._w_shape(C, OC, KH, KW)).astype(self.dtype) * scale
-        self.W.data = W_data.astype(self.dtype, copy=False)
+        self.W.data = _weights(W_data, self.dtype)
 
     def _prepare(self, x):
         if len(x.shape) != 4:
@@ -367,10 +379,13 @@ class Conv2d(_ConvBase):
     kernel_size, stride, pad : int or (int, int)
     nobias : bool
     dtype : floating-point type
+        Of ``b``, and of ``W`` with ``Config.keep_dtype`` (else ``W`` is
+        float64 under NumPy 2, as in DeZero).
     in_channels : int, optional
         If None, ``W`` is created on the first call from ``x.shape[1]``.
 
-    ``W`` is ``randn(...) * sqrt(1 / (C * KH * KW))``, ``b`` zeros.
+    ``W`` is ``randn(...).astype(dtype) * np.sqrt(1 / (C * KH * KW))``,
+    ``b`` zeros.
 
     Examples
     --------
