@@ -276,8 +276,11 @@ _DOING = {
     _SCATTER: "in scatter_dataset()",
     _BARRIER: "in barrier()",
     _BCAST_OBJ: "broadcasting an object",
-    _FINISH: "finished (closing the communicator at exit)",
+    _FINISH: "finished (closing the communicator, as at exit)",
 }
+
+
+_NOTHING = object()
 
 
 class Communicator:
@@ -348,7 +351,7 @@ class Communicator:
         self._header = np.zeros(4, dtype=np.int64)
         self._headers = np.zeros((self.size, 4), dtype=np.int64)
         self._buffers = {}
-        self._last_info = self._last_digest = None
+        self._last_info = self._last_digest = _NOTHING
         if abort_on_error:
             _install_excepthook()
         atexit.register(self._close_at_exit)
@@ -563,16 +566,16 @@ class Communicator:
                 np.copyto(buf[offset:offset + a.size].reshape(a.shape), a)
                 offset += a.size
             self._comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-            buf /= self.size
             offset = 0
             for p, a in zip(params, arrays):
-                mean = buf[offset:offset + a.size].reshape(a.shape)
+                total = buf[offset:offset + a.size].reshape(a.shape)
+                # The division writes the mean straight into the gradient
+                # (one pass less than dividing the buffer, then copying).
                 if a.flags.writeable:
-                    np.copyto(a, mean)
+                    np.divide(total, self.size, out=a)
                 else:
-                    # A read-only gradient (a broadcast view) gets a new array;
-                    # a copy, since the buffer is reused by the next step.
-                    _set_grad_array(p, mean.copy())
+                    # A read-only gradient (a broadcast view) gets a new array.
+                    _set_grad_array(p, total / self.size)
                 offset += a.size
         return changed
 
@@ -589,8 +592,9 @@ class Communicator:
         Returns
         -------
         numpy.ndarray or scalar
-            A new array (or a NumPy scalar for a scalar ``x``); ``"mean"`` is
-            the sum divided by :attr:`size` in ``x``'s dtype (floating point).
+            A new array; a Python number for a Python number, a NumPy scalar
+            for a NumPy scalar.  ``"mean"`` is the sum divided by
+            :attr:`size` in ``x``'s dtype (floating point).
 
         Examples
         --------
@@ -600,6 +604,7 @@ class Communicator:
                "max": self._MPI.MAX, "min": self._MPI.MIN}
         if op not in ops:
             raise ValueError(f"op must be one of {sorted(ops)}, got {op!r}")
+        python_number = isinstance(x, numbers.Number) and not isinstance(x, np.generic)
         scalar = np.ndim(x) == 0 and not isinstance(x, np.ndarray)
         a = np.array(x)   # a private, C-contiguous copy
         if a.dtype.kind not in "iufc":
@@ -621,6 +626,8 @@ class Communicator:
         self._comm.Allreduce(self._MPI.IN_PLACE, a, op=ops[op])
         if op == "mean":
             a /= self.size
+        if python_number:
+            return a.item()
         return a[()] if scalar else a
 
     def bcast_obj(self, obj, root=0):
@@ -712,7 +719,12 @@ class AverageGrads:
         optimizer = SGD(lr=0.1).setup(model)
         optimizer.add_hook(AverageGrads(comm, optimizer))
 
-    (:func:`create_multi_node_optimizer` does exactly this.)  Before a
+    (:func:`create_multi_node_optimizer` does exactly this.)  The hook also
+    sorts the optimizer's list of parameters by name, so that the hooks
+    after it and the updates visit them in the same order on every rank
+    (``ClipGrad`` sums the squares parameter by parameter; in
+    ``params()`` order, which differs between processes, the ranks would
+    round the norm differently and drift apart).  Before a
     parameter's first update, rank 0's value is broadcast to all ranks; if
     that changed any rank's parameters (the ranks drew different initial
     weights), the gradients of that step were computed at different points
@@ -761,6 +773,12 @@ class AverageGrads:
         changed = self.comm._average(with_grad, new)
         for _, p in new:
             synced[id(p)] = weakref.ref(p)
+        # The hooks after this one and the updates then visit the parameters
+        # in name order on every rank: a sum over parameters (ClipGrad's
+        # norm) would otherwise be rounded differently where params() order
+        # differs, and the ranks' weights would drift apart.
+        order = {id(p): i for i, (_, p) in enumerate(named)}
+        params.sort(key=lambda p: order.get(id(p), -1))
         if changed:
             for p in params:
                 p.grad = None
