@@ -104,7 +104,7 @@ def case_average():
             else:
                 np.testing.assert_allclose(g, expected, rtol=8 * np.finfo(dtype).eps,
                                            atol=8 * np.finfo(dtype).eps)
-            if comm.rank == 0:
+            if comm.rank == 0 and size > 1:
                 assert not np.array_equal(g, before[name]), f"{name}: unchanged"
         assert_same_on_all_ranks(grads_of(model), f"averaged {np.dtype(dtype).name} grads")
 
@@ -199,7 +199,7 @@ def case_updates():
             opt.update()
         values = values_of(model)
         assert_same_on_all_ranks(values, f"differently seeded, step {step}")
-        if step == 0:
+        if step == 0 and comm.size > 1:
             for name in values:
                 assert np.array_equal(values[name], rank0[name]), name
             if comm.rank == 0:

@@ -137,8 +137,9 @@ def test_grads_are_the_exact_mean_of_two_ranks(mpi_works):
 
 
 @needs_mpi
-def test_grads_are_the_mean_of_three_ranks(mpi_works):
-    passes(mpirun(3, WORKER, "average"), "average")
+@pytest.mark.parametrize("n", [1, 3])
+def test_grads_are_the_mean_of_n_ranks(mpi_works, n):
+    passes(mpirun(n, WORKER, "average"), "average")
 
 
 @needs_mpi
@@ -147,12 +148,13 @@ def test_updates_keep_two_ranks_identical(mpi_works):
 
 
 @needs_mpi
-def test_updates_keep_three_ranks_identical(mpi_works):
-    passes(mpirun(3, WORKER, "updates"), "updates")
+@pytest.mark.parametrize("n", [1, 3])
+def test_updates_keep_n_ranks_identical(mpi_works, n):
+    passes(mpirun(n, WORKER, "updates"), "updates")
 
 
 @needs_mpi
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", [1, 2, 3])
 def test_scatter_dataset_covers_every_example(mpi_works, n):
     passes(mpirun(n, WORKER, "scatter"), "scatter")
 

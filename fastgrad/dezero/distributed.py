@@ -394,6 +394,8 @@ class Communicator:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         self._calls += 1
+        if self.size == 1:
+            return
         header = self._header
         header[0] = kind
         header[1] = self._calls
@@ -483,6 +485,8 @@ class Communicator:
             if p.data.dtype.hasobject:
                 raise TypeError(f"bcast_data: parameter {name!r} holds Python objects "
                                 f"(dtype {p.data.dtype}), which cannot be sent as bytes")
+        if self.size == 1:
+            return False
         total = sum(p.data.nbytes for _, p in entries)
         buf = self._buffer("bcast", np.uint8, total)
         offset = 0
@@ -552,6 +556,8 @@ class Communicator:
 
         self._agree(_AVERAGE, (grads, fresh), explain)
         self.steps += 1
+        if self.size == 1:
+            return False     # the mean of one rank's gradients is its own
         changed = self._bcast_entries(new, 0) if new else False
 
         groups = {}
