@@ -783,8 +783,9 @@ class AverageGrads:
         # in name order on every rank: a sum over parameters (ClipGrad's
         # norm) would otherwise be rounded differently where params() order
         # differs, and the ranks' weights would drift apart.
-        order = {id(p): i for i, (_, p) in enumerate(named)}
-        params.sort(key=lambda p: order.get(id(p), -1))
+        if isinstance(params, list):
+            order = {id(p): i for i, (_, p) in enumerate(named)}
+            params.sort(key=lambda p: order.get(id(p), -1))
         if changed:
             for p in params:
                 p.grad = None
