@@ -194,8 +194,11 @@ def test_two_ranks_follow_one_process_with_double_batch(mpi_works, tmp_path, scr
     ("fail-raise-no-hook", r"rank 0 is averaging gradients .* rank 1 is finished"),
     ("fail-shape", r"ValueError: averaging gradients: parameter 'l0\.W' has shape \(4, 5\) "
                    r"float64 on rank 0 but shape \(4, 6\) float64 on rank 1"),
-    ("fail-dtype", r"ValueError: averaging gradients: parameter 'l0\.W' has shape \(4, 5\) "
-                   r"float64 on rank 0 but shape \(4, 5\) float32 on rank 1"),
+    # Under DeZero's dtype rules a float32 Linear has float64 weights and a
+    # float32 bias: the bias is the first parameter that differs.
+    ("fail-dtype", r"ValueError: broadcasting parameters before their first update: "
+                   r"parameter 'l0\.b' has shape \(5,\) float64 on rank 0 but shape \(5,\) "
+                   r"float32 on rank 1"),
     ("fail-missing-grad", r"parameter 'l1\.b' has shape \(3,\) float64 on rank 0 but no "
                           r"gradient on rank 1"),
     ("fail-steps", r"rank 0 is averaging gradients after 3 optimizer steps; rank 1 is "
