@@ -61,8 +61,13 @@ __all__ = [
 # =============================================================================
 def _pair(name, x, minimum):
     # An int or a pair of ints (DeZero's ``pair``), each at least ``minimum``.
-    if type(x) is int and x >= minimum:
-        return x, x
+    # Plain ints and pairs of them (the common case) are checked first.
+    if type(x) is int:
+        if x >= minimum:
+            return x, x
+    elif (type(x) is tuple and len(x) == 2 and type(x[0]) is int and type(x[1]) is int
+            and x[0] >= minimum and x[1] >= minimum):
+        return x
     if isinstance(x, (list, tuple)):
         if len(x) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {x!r}")
@@ -212,52 +217,107 @@ def col2im_array(col, img_shape, kernel_size, stride, pad, to_matrix=True):
 # transposed and reshaped to matrices (a view where NumPy's reshape gives
 # one, else a C-contiguous copy), one np.dot, the result reshaped.  The
 # im2col operand comes from the kernel already in matrix form.
-def _conv2d_array(x, W, b, stride, pad):
+#
+# A convolution's backward needs two arrays of the im2col matrix's size: the
+# product of the input gradient (before col2im) and the im2col of the input
+# for the filter gradient.  Fresh memory that large is page-faulted in on
+# every use (fastgrad returns blocks of 1 MiB or more to the OS when they
+# are freed), so a Conv2d keeps its forward's im2col buffer, up to
+# _SCRATCH_MAX bytes, for its backward to write both into.  The buffer lives
+# as long as the graph and is dropped when the backward has run.
+_SCRATCH_MAX = 16 << 20
+
+
+class _Matrix:
+    """An im2col matrix (DeZero's tensordot operand) and the array owning
+    its memory, which later products and im2cols may be written into."""
+
+    __slots__ = ("m", "buf")
+
+    def __init__(self, m, buf):
+        self.m, self.buf = m, buf
+
+
+def _im2col_matrix(x, kernel_size, stride, pad, buf=None):
+    """DeZero's ``im2col_array(x, ..., to_matrix=True)``, written into ``buf``
+    (a previous result's ``.buf``) when it fits."""
+    if _K is not None:
+        N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW = _geometry(
+            "conv2d", x.shape, kernel_size, stride, pad)
+        view = _matrix_is_view(N, C, KH, KW, OH, OW)
+        col = _K.im2col(x, KH, KW, SH, SW, PH, PW, not view, buf)
+        if col is not None:
+            if view:
+                return _Matrix(col.transpose((0, 4, 5, 1, 2, 3)).reshape((N * OH * OW, -1)),
+                               col)
+            return _Matrix(col, col)
+    return _Matrix(im2col_array(x, kernel_size, stride, pad, to_matrix=True), None)
+
+
+def _dot_into(a, b, buf):
+    """``np.dot(a, b)`` (2-d), into ``buf``'s memory when it has the result's
+    size and dtype (the same BLAS call, writing elsewhere)."""
+    if buf is not None:
+        shape = (a.shape[0], b.shape[1])
+        if buf.size == shape[0] * shape[1] and buf.dtype == np.result_type(a, b):
+            return np.dot(a, b, out=buf.reshape(shape))
+    return np.dot(a, b)
+
+
+def _conv2d_array(x, W, b, stride, pad, col=None):
     """``Conv2d.forward`` on arrays (checked shapes): ``tensordot(col, W,
     ((1, 2, 3), (1, 2, 3)))`` plus ``b``, as a (N, OC, OH, OW) view of the
-    (N, OH, OW, OC) product."""
+    (N, OH, OW, OC) product.  ``col``: x's :class:`_Matrix` if made already.
+    Returns ``(y, col)``; ``col`` is None on the NumPy path."""
     OC, C, KH, KW = W.shape
     if _K is None:
-        col = im2col_array(x, (KH, KW), stride, pad, to_matrix=False)
-        y = np.tensordot(col, W, ((1, 2, 3), (1, 2, 3)))
+        cols = im2col_array(x, (KH, KW), stride, pad, to_matrix=False)
+        y = np.tensordot(cols, W, ((1, 2, 3), (1, 2, 3)))
     else:
-        col = im2col_array(x, (KH, KW), stride, pad, to_matrix=True)
-        y = np.dot(col, W.transpose(1, 2, 3, 0).reshape(C * KH * KW, OC))
+        if col is None:
+            col = _im2col_matrix(x, (KH, KW), stride, pad)
+        y = np.dot(col.m, W.transpose(1, 2, 3, 0).reshape(C * KH * KW, OC))
         y = y.reshape((x.shape[0], _conv_outsize(x.shape[2], KH, stride[0], pad[0]),
                        _conv_outsize(x.shape[3], KW, stride[1], pad[1]), OC))
+        if b is not None and _K.add_bias(y, b) is not None:
+            b = None
     if b is not None:
         y += b
-    return y.transpose(0, 3, 1, 2)
+    return y.transpose(0, 3, 1, 2), col
 
 
-def _conv2d_grad_w_array(x, gy, kernel_size, stride, pad):
+def _conv2d_grad_w_array(x, gy, kernel_size, stride, pad, col=None, buf=None):
     """``Conv2DGradW.forward`` on arrays: ``tensordot(gy, im2col(x),
-    ((0, 2, 3), (0, 4, 5)))``, the filter gradient (OC, C, KH, KW)."""
+    ((0, 2, 3), (0, 4, 5)))``, the filter gradient (OC, C, KH, KW).  ``col``:
+    x's :class:`_Matrix` if made already; else it is made, into ``buf``
+    if that fits."""
     if _K is None:
-        col = im2col_array(x, kernel_size, stride, pad, to_matrix=False)
-        return np.tensordot(gy, col, ((0, 2, 3), (0, 4, 5)))
+        cols = im2col_array(x, kernel_size, stride, pad, to_matrix=False)
+        return np.tensordot(gy, cols, ((0, 2, 3), (0, 4, 5)))
     N, OC, OH, OW = gy.shape
     C = x.shape[1]
     KH, KW = kernel_size
-    col = im2col_array(x, kernel_size, stride, pad, to_matrix=True)
-    if col.shape[0] != N * OH * OW:
+    if col is None:
+        col = _im2col_matrix(x, kernel_size, stride, pad, buf)
+    if col.m.shape[0] != N * OH * OW:
         raise ValueError(f"conv2d gradient: gy of shape {gy.shape} does not match the "
-                         f"{col.shape[0]} output positions of x of shape {x.shape}")
+                         f"{col.m.shape[0]} output positions of x of shape {x.shape}")
     g = gy.transpose(1, 0, 2, 3).reshape(OC, N * OH * OW)
-    return np.dot(g, col).reshape(OC, C, KH, KW)
+    return np.dot(g, col.m).reshape(OC, C, KH, KW)
 
 
-def _deconv2d_array(x, W, b, stride, pad, out_hw):
+def _deconv2d_array(x, W, b, stride, pad, out_hw, buf=None):
     """``Deconv2d.forward`` on arrays (checked shapes): ``tensordot(W, x,
-    (0, 1))`` moved to (N, OC, KH, KW, H, W) and summed by col2im, plus ``b``."""
+    (0, 1))`` moved to (N, OC, KH, KW, H, W) and summed by col2im, plus ``b``.
+    The product goes into ``buf`` if that fits."""
     C, OC, KH, KW = W.shape
     N, _, H, Wd = x.shape
     if _K is None:
         gcol = np.tensordot(W, x, (0, 1))
         gcol = np.rollaxis(gcol, 3)
     else:
-        gcol = np.dot(W.transpose(1, 2, 3, 0).reshape(OC * KH * KW, C),
-                      x.transpose(1, 0, 2, 3).reshape(C, N * H * Wd))
+        gcol = _dot_into(W.transpose(1, 2, 3, 0).reshape(OC * KH * KW, C),
+                         x.transpose(1, 0, 2, 3).reshape(C, N * H * Wd), buf)
         gcol = gcol.reshape(OC, KH, KW, N, H, Wd).transpose(3, 0, 1, 2, 4, 5)
     y = col2im_array(gcol, (N, OC) + tuple(out_hw), (KH, KW), stride, pad,
                      to_matrix=False)
@@ -354,6 +414,8 @@ def _bias_grad(f, gy):
 class Conv2d(Function):
     """2-d convolution (cross-correlation) of ``x`` with filters ``W``, plus ``b``."""
 
+    _scratch = None     # the forward's im2col buffer, reused by the backward
+
     def __init__(self, stride=1, pad=0):
         self.stride = _pair("conv2d: stride", stride, 1)
         self.pad = _pair("conv2d: pad", pad, 0)
@@ -367,7 +429,11 @@ class Conv2d(Function):
                              f"{W.shape} expects {W.shape[1]}")
         if b is not None and b.shape != (W.shape[0],):
             raise ValueError(f"conv2d: b must have shape ({W.shape[0]},), got {b.shape}")
-        return _conv2d_array(x, W, b, self.stride, self.pad)
+        y, col = _conv2d_array(x, W, b, self.stride, self.pad)
+        if (col is not None and col.buf is not None and col.buf.nbytes <= _SCRATCH_MAX
+                and _graph_recording()):
+            self._scratch = col.buf     # memory for the backward (see _SCRATCH_MAX)
+        return y
 
     def backward(self, gy):
         x, W = self.inputs[0], self.inputs[1]
@@ -375,12 +441,15 @@ class Conv2d(Function):
             # No create_graph: the same formulas on arrays, and only the
             # gradients someone receives (an input image given as an array
             # needs none).
+            buf, self._scratch = self._scratch, None
             g = gy.data
             gx = gW = None
             if _needs_grad(x):
-                gx = _deconv2d_array(g, W.data, None, self.stride, self.pad, x.shape[2:])
+                gx = _deconv2d_array(g, W.data, None, self.stride, self.pad, x.shape[2:],
+                                     buf)
             if _needs_grad(W):
-                gW = _conv2d_grad_w_array(x.data, g, W.shape[2:], self.stride, self.pad)
+                gW = _conv2d_grad_w_array(x.data, g, W.shape[2:], self.stride, self.pad,
+                                          buf=buf)
             if len(self.inputs) < 3:
                 return gx, gW
             return gx, gW, _bias_grad(self, g)
@@ -462,12 +531,15 @@ class Deconv2d(Function):
     def backward(self, gy):
         x, W = self.inputs[0], self.inputs[1]
         if not _graph_recording():
+            # gx = conv2d(gy, W) and gW = Conv2DGradW(gy, x) both start from
+            # the im2col of gy: it is made once.
             g = gy.data
-            gx = gW = None
+            gx = gW = col = None
             if _needs_grad(x):
-                gx = _conv2d_array(g, W.data, None, self.stride, self.pad)
+                gx, col = _conv2d_array(g, W.data, None, self.stride, self.pad)
             if _needs_grad(W):
-                gW = _conv2d_grad_w_array(g, x.data, W.shape[2:], self.stride, self.pad)
+                gW = _conv2d_grad_w_array(g, x.data, W.shape[2:], self.stride, self.pad,
+                                          col)
             if len(self.inputs) < 3:
                 return gx, gW
             return gx, gW, _bias_grad(self, g)
