@@ -151,8 +151,16 @@ def _im2col_numpy(img, KH, KW, SH, SW, PH, PW, OH, OW, to_matrix):
             i_lim = i + SW * OW
             col[:, :, j, i, :, :] = img[:, :, j:j_lim:SH, i:i_lim:SW]
     if to_matrix:
-        col = col.transpose((0, 4, 5, 1, 2, 3)).reshape((N * OH * OW, -1))
+        col = _col_matrix(col)
     return col
+
+
+def _col_matrix(col):
+    """DeZero's im2col matrix of its (N, C, KH, KW, OH, OW) col: a view or a
+    copy, as NumPy's reshape decides.  (The width is given, not -1, so that
+    an empty batch works.)"""
+    N, C, KH, KW, OH, OW = col.shape
+    return col.transpose((0, 4, 5, 1, 2, 3)).reshape((N * OH * OW, C * KH * KW))
 
 
 def im2col_array(img, kernel_size, stride, pad, to_matrix=True):
@@ -169,7 +177,7 @@ def im2col_array(img, kernel_size, stride, pad, to_matrix=True):
         if to_matrix and _matrix_is_view(N, C, KH, KW, OH, OW):
             col = _K.im2col(img, KH, KW, SH, SW, PH, PW, False)
             if col is not None:
-                return col.transpose((0, 4, 5, 1, 2, 3)).reshape((N * OH * OW, -1))
+                return _col_matrix(col)
         else:
             col = _K.im2col(img, KH, KW, SH, SW, PH, PW, to_matrix)
             if col is not None:
@@ -248,8 +256,7 @@ def _im2col_matrix(x, kernel_size, stride, pad, buf=None):
         col = _K.im2col(x, KH, KW, SH, SW, PH, PW, not view, buf)
         if col is not None:
             if view:
-                return _Matrix(col.transpose((0, 4, 5, 1, 2, 3)).reshape((N * OH * OW, -1)),
-                               col)
+                return _Matrix(_col_matrix(col), col)
             return _Matrix(col, col)
     return _Matrix(im2col_array(x, kernel_size, stride, pad, to_matrix=True), None)
 
