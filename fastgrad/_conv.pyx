@@ -346,7 +346,8 @@ def col2im(col, img_shape, kh, kw, sh, sw, ph, pw):
     g = &win.g
     if col.shape != (g.N, g.C, g.KH, g.KW, g.OH, g.OW):
         raise ValueError(f"col2im: col of shape {col.shape} does not match image shape "
-                         f"{tuple(img_shape)} (expected {(g.N, g.C, g.KH, g.KW, g.OH, g.OW)})")
+                         f"{tuple(img_shape)} (expected "
+                         f"{(g.N, g.C, g.KH, g.KW, g.OH, g.OW)})")
     if not _elem_strides(a, cs):
         return None
     img = np.zeros((g.N, g.C, g.H + 2 * g.PH + g.SH - 1, g.W + 2 * g.PW + g.SW - 1),
@@ -741,11 +742,11 @@ def add_bias(y, b):
     m = cnp.PyArray_SIZE(a) // n if n else 0
     with nogil:
         if t == cnp.NPY_DOUBLE:
-            _add_bias_rows(<double*>cnp.PyArray_DATA(a), <const double*>cnp.PyArray_DATA(bb),
-                           bs[0], m, n)
+            _add_bias_rows(<double*>cnp.PyArray_DATA(a),
+                           <const double*>cnp.PyArray_DATA(bb), bs[0], m, n)
         else:
-            _add_bias_rows(<float*>cnp.PyArray_DATA(a), <const float*>cnp.PyArray_DATA(bb),
-                           bs[0], m, n)
+            _add_bias_rows(<float*>cnp.PyArray_DATA(a),
+                           <const float*>cnp.PyArray_DATA(bb), bs[0], m, n)
     return y
 
 

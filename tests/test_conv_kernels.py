@@ -78,7 +78,8 @@ def _values(shape, dtype, seed, specials=False):
         # sums have rules of their own.
         flat = v.reshape(-1)
         idx = rng.choice(flat.size, min(flat.size // 3, 40), replace=False)
-        flat[idx] = rng.choice(np.array([0.0, -0.0, np.nan, np.inf, -np.inf], dtype), idx.size)
+        specials = np.array([0.0, -0.0, np.nan, np.inf, -np.inf], dtype)
+        flat[idx] = rng.choice(specials, idx.size)
     return v
 
 
@@ -248,7 +249,8 @@ def test_kernels_decline_other_dtypes(dtype):
     assert K.im2col(x, 2, 2, 1, 1, 0, 0, False) is None
     assert K.max_pool(x, 2, 2, 1, 1, 0, 0) is None
     assert K.avg_pool(x, 2, 2, 1, 1, 0, 0) is None
-    assert K.col2im(np.ones((1, 1, 2, 2, 3, 3), dtype), (1, 1, 4, 4), 2, 2, 1, 1, 0, 0) is None
+    col = np.ones((1, 1, 2, 2, 3, 3), dtype)
+    assert K.col2im(col, (1, 1, 4, 4), 2, 2, 1, 1, 0, 0) is None
 
 
 def test_kernels_decline_subclasses_and_byteswapped():

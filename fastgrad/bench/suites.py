@@ -532,8 +532,8 @@ def _vgg16_data(dtype, size):
     params, c = [], 3
     for block, o in zip(P.VGG16_BLOCKS, P.VGG16_CHANNELS):
         for _ in block:
-            params += [(rng.standard_normal((o, c, 3, 3)) * math.sqrt(1 / (9 * c))).astype(dtype),
-                       np.zeros(o, dtype)]
+            W = rng.standard_normal((o, c, 3, 3)) * math.sqrt(1 / (9 * c))
+            params += [W.astype(dtype), np.zeros(o, dtype)]
             c = o
     for i, o in ((512 * (size // 32) ** 2, 4096), (4096, 4096), (4096, 1000)):
         params += [(rng.standard_normal((i, o)) * math.sqrt(1 / i)).astype(dtype),

@@ -334,8 +334,8 @@ def _deconv2d_array(x, W, b, stride, pad, out_hw, buf=None):
 
 
 def _window(name, kernel_size, stride, pad):
-    return (_pair(f"{name}: kernel_size", kernel_size, 1) + _pair(f"{name}: stride", stride, 1)
-            + _pair(f"{name}: pad", pad, 0))
+    return (_pair(f"{name}: kernel_size", kernel_size, 1)
+            + _pair(f"{name}: stride", stride, 1) + _pair(f"{name}: pad", pad, 0))
 
 
 def _max_pool_array(x, kernel_size, stride, pad):
