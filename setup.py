@@ -1,6 +1,6 @@
 """Build the compiled parts of fastgrad.
 
-`pip install .` compiles both extensions; a failed compile fails the install
+`pip install .` compiles the extensions; a failed compile fails the install
 (there is deliberately no pure-Python fallback install).  Set
 FASTGRAD_DEBUG_BUILD=1 to compile with Cython's bounds and wraparound checks on
 (and C assertions kept) for the debug test run in .ci/run.
@@ -39,6 +39,8 @@ extensions = [
     Extension("fastgrad._alloc", ["fastgrad/_alloc.pyx"], **common),
     Extension("fastgrad._threads", ["fastgrad/_threads.pyx"], **common),
     Extension("fastgrad._core", ["fastgrad/_core.pyx"], **common),
+    # Convolution and pooling kernels (single-threaded: no OpenMP).
+    Extension("fastgrad._conv", ["fastgrad/_conv.pyx"], **common),
     # OpenMP: the STREAM probe's two-thread mode and the opt-in two-thread
     # split of large loops (off by default, see _PAR_MIN in _ops.pyx).
     Extension(

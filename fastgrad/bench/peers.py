@@ -143,6 +143,79 @@ def module_vocab(module, **extra):
     return types.SimpleNamespace(**names)
 
 
+# VGG-16 (the conv suite's whole-network case): DeZero's models.VGG16 layer
+# names, block by block, each block ending in 2x2 max pooling; then fc6, fc7
+# (ReLU and dropout) and fc8.  A peer's ``F.vgg16(x, W1, b1, ..., W16, b16)``
+# runs its framework's own VGG-16 with these parameters (dropout off, as in
+# DeZero's test mode, so that every peer computes the same function).
+VGG16_BLOCKS = (("conv1_1", "conv1_2"), ("conv2_1", "conv2_2"),
+                ("conv3_1", "conv3_2", "conv3_3"), ("conv4_1", "conv4_2", "conv4_3"),
+                ("conv5_1", "conv5_2", "conv5_3"))
+VGG16_CHANNELS = (64, 128, 256, 512, 512)
+VGG16_LAYERS = tuple(n for block in VGG16_BLOCKS for n in block) + ("fc6", "fc7", "fc8")
+
+
+def _tape_vgg16(load_models, test_mode):
+    """``vgg16(x, *params)`` for DeZero and fastgrad.dezero: their
+    ``models.VGG16(pretrained=False)``, made once, with the leaves bound as
+    its layers' W and b before each call."""
+    model = None
+
+    def vgg16(x, *params):
+        nonlocal model
+        if model is None:
+            model = load_models().VGG16(pretrained=False)
+        for name, W, b in zip(VGG16_LAYERS, params[0::2], params[1::2]):
+            layer = getattr(model, name)
+            layer.W, layer.b = W, b
+        with test_mode():
+            return model(x)
+    return vgg16
+
+
+def _torch_vgg16(torch):
+    """``vgg16(x, *params)`` for PyTorch: VGG-16 written with torch.nn as
+    DeZero's models.VGG16 is built (3x3 convolutions with pad 1 and ReLU,
+    2x2 max pooling after each block, dropout 0.5 in eval mode), called with
+    the leaves as its parameters (``torch.func.functional_call``; a Linear's
+    weight is the transpose of DeZero's W)."""
+    nn, tF = torch.nn, torch.nn.functional
+
+    class VGG16(nn.Module):
+        def __init__(self):
+            super().__init__()
+            c = 3
+            for block, o in zip(VGG16_BLOCKS, VGG16_CHANNELS):
+                for name in block:
+                    # on the meta device: the parameters come with each call
+                    setattr(self, name, nn.Conv2d(c, o, 3, 1, 1, device="meta"))
+                    c = o
+            self.fc6 = nn.Linear(512 * 7 * 7, 4096, device="meta")
+            self.fc7 = nn.Linear(4096, 4096, device="meta")
+            self.fc8 = nn.Linear(4096, 1000, device="meta")
+            self.dropout = nn.Dropout(0.5)
+
+        def forward(self, x):
+            for block in VGG16_BLOCKS:
+                for name in block:
+                    x = tF.relu(getattr(self, name)(x))
+                x = tF.max_pool2d(x, 2, 2)
+            x = x.reshape(x.shape[0], -1)
+            x = self.dropout(tF.relu(self.fc6(x)))
+            x = self.dropout(tF.relu(self.fc7(x)))
+            return self.fc8(x)
+
+    model = VGG16().eval()
+
+    def vgg16(x, *params):
+        named = {}
+        for name, W, b in zip(VGG16_LAYERS, params[0::2], params[1::2]):
+            named[name + ".weight"] = W.t() if name.startswith("fc") else W
+            named[name + ".bias"] = b
+        return torch.func.functional_call(model, named, (x,))
+    return vgg16
+
+
 # ---------------------------------------------------------------------------
 # Adapters
 # ---------------------------------------------------------------------------
@@ -295,7 +368,8 @@ class Torch(Peer):
             **{n: getattr(torch, n) for n in ELEMENTWISE}, matmul=torch.matmul,
             linear=lambda x, W, b=None: x @ W if b is None else torch.addmm(b, x, W),
             mean_squared_error=tF.mse_loss, softmax_cross_entropy=tF.cross_entropy,
-            conv2d=tF.conv2d, pooling=tF.max_pool2d, sum=torch.sum)
+            conv2d=tF.conv2d, pooling=tF.max_pool2d, sum=torch.sum,
+            vgg16=_torch_vgg16(torch))
         self.versions = {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
     def prepare(self, a):
@@ -527,7 +601,11 @@ def _fastgrad(name, full):
             raise Unavailable("this fastgrad has no fastgrad.dezero (the full face)")
         F = _module("fastgrad.dezero.functions") or types.SimpleNamespace(
             **getattr(core, "FULL_FACE_FUNCTIONS", {}))
-        args = (name, dz.Variable, dz.Function, module_vocab(F), True)
+        extra = {}
+        if _module("fastgrad.dezero.models") is not None:
+            extra["vgg16"] = _tape_vgg16(lambda: _module("fastgrad.dezero.models"),
+                                         dz.test_mode)
+        args = (name, dz.Variable, dz.Function, module_vocab(F, **extra), True)
     peer = TracedTape(*args, trace=fg.trace) if name == "fastgrad-trace" else Tape(*args)
     peer.versions = versions
     return peer
@@ -539,8 +617,14 @@ def _dezero(name, full):
         return Tape(name, simple.Variable, simple.Function, types.SimpleNamespace(),
                     full=False)
     # DeZero has no sqrt function: x ** 0.5 is how its users write it.
-    F = module_vocab(functions, sqrt=lambda x: x ** 0.5)
+    F = module_vocab(functions, sqrt=lambda x: x ** 0.5,
+                     vgg16=_tape_vgg16(_dezero_models, core.test_mode))
     return Tape(name, core.Variable, core.Function, F, full=True)
+
+
+def _dezero_models():
+    with _numpy_aliases():
+        return importlib.import_module("dezero.models")
 
 
 _FACTORIES = {

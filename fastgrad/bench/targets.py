@@ -42,6 +42,12 @@ TARGETS = (
     ("geomean", "lstsq", "dezero-full", "total", 1),
     ("ratio", "mlp spiral 10", "dezero-full", "total", 5),
     ("ratio", "mlp spiral 10", "torch", "total", 2),
+    # Convolution and pooling (compiled kernels, DeZero's BLAS calls).
+    ("ratio", "conv small 1 4 16", "dezero-full", "total", 3),
+    ("ratio", "conv small 1 4 16", "torch", "total", 1),
+    ("ratio", "conv rgb 3 8 32", "dezero-full", "total", 3),
+    ("ratio", "conv rgb 3 8 32", "torch", "total", 1),
+    ("ratio", "conv vgg16 224 float32", "dezero-full", "total", 2),
     # fastgrad.trace.
     ("ratio", "overhead goldstein", "jax-jit", "total", 2, "fastgrad-trace"),
     ("ratio", "overhead goldstein", "dezero", "total", 100, "fastgrad-trace"),

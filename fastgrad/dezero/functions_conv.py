@@ -18,14 +18,35 @@ the problem; average pooling's gradient is right for non-square kernels;
 and the second derivative of a convolution with respect to its filter
 (``Conv2DGradW.backward``) uses the incoming gradient, where DeZero's reads
 a weak reference.  Only NumPy arrays are supported (no CuPy kernels).
+
+Compiled kernels
+----------------
+im2col, col2im, max pooling (forward with its argmax indexes, backward,
+index gather) and average pooling run in C (``fastgrad._conv``) for
+float32 and float64 arrays of any strides.  They produce the arrays
+DeZero's NumPy formulas produce (values, dtype, shape and memory layout).
+A ``tensordot`` is written out as the transposes, reshapes and one
+``np.dot`` NumPy's ``tensordot`` performs, with the im2col matrix made in
+one pass instead of a col and its transposed copy: the same BLAS call sees
+the same matrices in the same memory order.  Without ``create_graph`` the
+backward passes work on arrays and skip what nobody receives (the input
+gradient of a convolution whose input is a plain array, e.g. the first
+layer's images).  Other dtypes, and everything under ``FASTGRAD_PURE=1``,
+run DeZero's NumPy code.
 """
+import functools
 import numbers
 
 import numpy as np
 
 from fastgrad import functions as _F
-from fastgrad._core import _needs_grad
+from fastgrad._core import PURE, _graph_recording, _needs_grad
 from fastgrad.dezero.core import Function, as_variable
+
+if PURE:
+    _K = None
+else:
+    from fastgrad import _conv as _K
 
 __all__ = [
     "Conv2d", "Deconv2d", "Conv2DGradW", "Pooling", "Pooling2DGrad",
@@ -40,6 +61,13 @@ __all__ = [
 # =============================================================================
 def _pair(name, x, minimum):
     # An int or a pair of ints (DeZero's ``pair``), each at least ``minimum``.
+    # Plain ints and pairs of them (the common case) are checked first.
+    if type(x) is int:
+        if x >= minimum:
+            return x, x
+    elif (type(x) is tuple and len(x) == 2 and type(x[0]) is int and type(x[1]) is int
+            and x[0] >= minimum and x[1] >= minimum):
+        return x
     if isinstance(x, (list, tuple)):
         if len(x) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {x!r}")
@@ -90,6 +118,51 @@ def _geometry(name, img_shape, kernel_size, stride, pad):
 # =============================================================================
 # im2col / col2im on ndarrays
 # =============================================================================
+@functools.lru_cache(maxsize=1024)
+def _matrix_is_view(N, C, KH, KW, OH, OW):
+    """Whether DeZero's im2col matrix is a view of its col.
+
+    The matrix is ``col.transpose(0, 4, 5, 1, 2, 3).reshape(N*OH*OW, -1)``,
+    and NumPy's reshape copies unless the axes it merges are adjacent in
+    memory (one image, say, where the matrix is the col read in Fortran
+    order).  NumPy decides, on a stand-in with the col's strides whose
+    memory is never read.
+    """
+    shape = (N, C, KH, KW, OH, OW)
+    strides = [8] * 6
+    for d in range(4, -1, -1):
+        strides[d] = strides[d + 1] * max(shape[d + 1], 1)
+    fake = np.lib.stride_tricks.as_strided(np.zeros(1), shape, strides, writeable=False)
+    try:
+        fake.transpose(0, 4, 5, 1, 2, 3).reshape((N * OH * OW, C * KH * KW), copy=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _im2col_numpy(img, KH, KW, SH, SW, PH, PW, OH, OW, to_matrix):
+    N, C = img.shape[:2]
+    img = np.pad(img, ((0, 0), (0, 0), (PH, PH + SH - 1), (PW, PW + SW - 1)),
+                 mode="constant", constant_values=(0,))
+    col = np.ndarray((N, C, KH, KW, OH, OW), dtype=img.dtype)
+    for j in range(KH):
+        j_lim = j + SH * OH
+        for i in range(KW):
+            i_lim = i + SW * OW
+            col[:, :, j, i, :, :] = img[:, :, j:j_lim:SH, i:i_lim:SW]
+    if to_matrix:
+        col = _col_matrix(col)
+    return col
+
+
+def _col_matrix(col):
+    """DeZero's im2col matrix of its (N, C, KH, KW, OH, OW) col: a view or a
+    copy, as NumPy's reshape decides.  (The width is given, not -1, so that
+    an empty batch works.)"""
+    N, C, KH, KW, OH, OW = col.shape
+    return col.transpose((0, 4, 5, 1, 2, 3)).reshape((N * OH * OW, C * KH * KW))
+
+
 def im2col_array(img, kernel_size, stride, pad, to_matrix=True):
     """Patches of ``img`` (N, C, H, W) as ``(N, C, KH, KW, OH, OW)``.
 
@@ -100,24 +173,24 @@ def im2col_array(img, kernel_size, stride, pad, to_matrix=True):
     img = np.asarray(img)
     N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW = _geometry(
         "im2col", img.shape, kernel_size, stride, pad)
-    img = np.pad(img, ((0, 0), (0, 0), (PH, PH + SH - 1), (PW, PW + SW - 1)),
-                 mode="constant", constant_values=(0,))
-    col = np.ndarray((N, C, KH, KW, OH, OW), dtype=img.dtype)
-    for j in range(KH):
-        j_lim = j + SH * OH
-        for i in range(KW):
-            i_lim = i + SW * OW
-            col[:, :, j, i, :, :] = img[:, :, j:j_lim:SH, i:i_lim:SW]
-    if to_matrix:
-        col = col.transpose((0, 4, 5, 1, 2, 3)).reshape((N * OH * OW, -1))
-    return col
+    if _K is not None:
+        if to_matrix and _matrix_is_view(N, C, KH, KW, OH, OW):
+            col = _K.im2col(img, KH, KW, SH, SW, PH, PW, False)
+            if col is not None:
+                return _col_matrix(col)
+        else:
+            col = _K.im2col(img, KH, KW, SH, SW, PH, PW, to_matrix)
+            if col is not None:
+                return col
+    return _im2col_numpy(img, KH, KW, SH, SW, PH, PW, OH, OW, to_matrix)
 
 
 def col2im_array(col, img_shape, kernel_size, stride, pad, to_matrix=True):
     """Sum patches back into an image of ``img_shape``: the adjoint of im2col.
 
-    Overlapping patches add up; the accumulation runs kernel row by kernel
-    row, column by column, as DeZero's does.
+    Overlapping patches add up; each pixel sums its patches kernel row by
+    kernel row, column by column, as DeZero's does.  The result is the
+    interior of a padded buffer (a view), as DeZero's is.
     """
     col = np.asarray(col)
     img_shape = tuple(int(s) for s in img_shape)
@@ -132,6 +205,10 @@ def col2im_array(col, img_shape, kernel_size, stride, pad, to_matrix=True):
     elif col.shape != (N, C, KH, KW, OH, OW):
         raise ValueError(f"col2im: col of shape {col.shape} does not match image "
                          f"shape {img_shape} (expected {(N, C, KH, KW, OH, OW)})")
+    if _K is not None:
+        img = _K.col2im(col, img_shape, KH, KW, SH, SW, PH, PW)
+        if img is not None:
+            return img
     img = np.zeros((N, C, H + 2 * PH + SH - 1, W + 2 * PW + SW - 1), dtype=col.dtype)
     for j in range(KH):
         j_lim = j + SH * OH
@@ -142,10 +219,209 @@ def col2im_array(col, img_shape, kernel_size, stride, pad, to_matrix=True):
 
 
 # =============================================================================
+# the array computations of the functions below
+# =============================================================================
+# Each tensordot of DeZero's is NumPy's tensordot written out: the operands
+# transposed and reshaped to matrices (a view where NumPy's reshape gives
+# one, else a C-contiguous copy), one np.dot, the result reshaped.  The
+# im2col operand comes from the kernel already in matrix form.
+#
+# A convolution's backward needs two arrays of the im2col matrix's size: the
+# product of the input gradient (before col2im) and the im2col of the input
+# for the filter gradient.  Fresh memory that large is page-faulted in on
+# every use (fastgrad returns blocks of 1 MiB or more to the OS when they
+# are freed), so a Conv2d keeps its forward's im2col buffer, up to
+# _SCRATCH_MAX bytes, for its backward to write both into.  The buffer lives
+# as long as the graph and is dropped when the backward has run.
+_SCRATCH_MAX = 16 << 20
+
+
+class _Matrix:
+    """An im2col matrix (DeZero's tensordot operand) and the array owning
+    its memory, which later products and im2cols may be written into."""
+
+    __slots__ = ("m", "buf")
+
+    def __init__(self, m, buf):
+        self.m, self.buf = m, buf
+
+
+def _im2col_matrix(x, kernel_size, stride, pad, buf=None):
+    """DeZero's ``im2col_array(x, ..., to_matrix=True)``, written into ``buf``
+    (a previous result's ``.buf``) when it fits."""
+    if _K is not None:
+        N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW = _geometry(
+            "conv2d", x.shape, kernel_size, stride, pad)
+        view = _matrix_is_view(N, C, KH, KW, OH, OW)
+        col = _K.im2col(x, KH, KW, SH, SW, PH, PW, not view, buf)
+        if col is not None:
+            if view:
+                return _Matrix(_col_matrix(col), col)
+            return _Matrix(col, col)
+    return _Matrix(im2col_array(x, kernel_size, stride, pad, to_matrix=True), None)
+
+
+def _dot_into(a, b, buf):
+    """``np.dot(a, b)`` (2-d), into ``buf``'s memory when it has the result's
+    size and dtype (the same BLAS call, writing elsewhere)."""
+    if buf is not None:
+        shape = (a.shape[0], b.shape[1])
+        if buf.size == shape[0] * shape[1] and buf.dtype == np.result_type(a, b):
+            return np.dot(a, b, out=buf.reshape(shape))
+    return np.dot(a, b)
+
+
+def _conv2d_array(x, W, b, stride, pad, col=None):
+    """``Conv2d.forward`` on arrays (checked shapes): ``tensordot(col, W,
+    ((1, 2, 3), (1, 2, 3)))`` plus ``b``, as a (N, OC, OH, OW) view of the
+    (N, OH, OW, OC) product.  ``col``: x's :class:`_Matrix` if made already.
+    Returns ``(y, col)``; ``col`` is None on the NumPy path."""
+    OC, C, KH, KW = W.shape
+    if _K is None:
+        cols = im2col_array(x, (KH, KW), stride, pad, to_matrix=False)
+        y = np.tensordot(cols, W, ((1, 2, 3), (1, 2, 3)))
+    else:
+        if col is None:
+            col = _im2col_matrix(x, (KH, KW), stride, pad)
+        y = np.dot(col.m, W.transpose(1, 2, 3, 0).reshape(C * KH * KW, OC))
+        y = y.reshape((x.shape[0], _conv_outsize(x.shape[2], KH, stride[0], pad[0]),
+                       _conv_outsize(x.shape[3], KW, stride[1], pad[1]), OC))
+        if b is not None and _K.add_bias(y, b) is not None:
+            b = None
+    if b is not None:
+        y += b
+    return y.transpose(0, 3, 1, 2), col
+
+
+def _conv2d_grad_w_array(x, gy, kernel_size, stride, pad, col=None, buf=None):
+    """``Conv2DGradW.forward`` on arrays: ``tensordot(gy, im2col(x),
+    ((0, 2, 3), (0, 4, 5)))``, the filter gradient (OC, C, KH, KW).  ``col``:
+    x's :class:`_Matrix` if made already; else it is made, into ``buf``
+    if that fits."""
+    if _K is None:
+        cols = im2col_array(x, kernel_size, stride, pad, to_matrix=False)
+        return np.tensordot(gy, cols, ((0, 2, 3), (0, 4, 5)))
+    N, OC, OH, OW = gy.shape
+    C = x.shape[1]
+    KH, KW = kernel_size
+    if col is None:
+        col = _im2col_matrix(x, kernel_size, stride, pad, buf)
+    if col.m.shape[0] != N * OH * OW:
+        raise ValueError(f"conv2d gradient: gy of shape {gy.shape} does not match the "
+                         f"{col.m.shape[0]} output positions of x of shape {x.shape}")
+    g = gy.transpose(1, 0, 2, 3).reshape(OC, N * OH * OW)
+    return np.dot(g, col.m).reshape(OC, C, KH, KW)
+
+
+def _deconv2d_array(x, W, b, stride, pad, out_hw, buf=None):
+    """``Deconv2d.forward`` on arrays (checked shapes): ``tensordot(W, x,
+    (0, 1))`` moved to (N, OC, KH, KW, H, W) and summed by col2im, plus ``b``.
+    The product goes into ``buf`` if that fits."""
+    C, OC, KH, KW = W.shape
+    N, _, H, Wd = x.shape
+    if _K is None:
+        gcol = np.tensordot(W, x, (0, 1))
+        gcol = np.rollaxis(gcol, 3)
+    else:
+        gcol = _dot_into(W.transpose(1, 2, 3, 0).reshape(OC * KH * KW, C),
+                         x.transpose(1, 0, 2, 3).reshape(C, N * H * Wd), buf)
+        gcol = gcol.reshape(OC, KH, KW, N, H, Wd).transpose(3, 0, 1, 2, 4, 5)
+    y = col2im_array(gcol, (N, OC) + tuple(out_hw), (KH, KW), stride, pad,
+                     to_matrix=False)
+    if b is not None:
+        y += b.reshape((1, b.size, 1, 1))
+    return y
+
+
+def _window(name, kernel_size, stride, pad):
+    return (_pair(f"{name}: kernel_size", kernel_size, 1)
+            + _pair(f"{name}: stride", stride, 1) + _pair(f"{name}: pad", pad, 0))
+
+
+def _max_pool_array(x, kernel_size, stride, pad):
+    """Max pooling forward: ``(y, indexes)``, DeZero's ``col.max(axis=2)`` and
+    ``col.argmax(axis=2)`` of the (N, C, KH*KW, OH, OW) col."""
+    if _K is not None:
+        r = _K.max_pool(x, *_window("pooling", kernel_size, stride, pad))
+        if r is not None:
+            return r
+    col = im2col_array(x, kernel_size, stride, pad, to_matrix=False)
+    N, C, KH, KW, OH, OW = col.shape
+    col = col.reshape(N, C, KH * KW, OH, OW)
+    return col.max(axis=2), col.argmax(axis=2)
+
+
+def _max_pool_grad_array(gy, indexes, x_shape, x_dtype, kernel_size, stride, pad):
+    """Max pooling backward (``Pooling2DGrad.forward``): ``gy`` sent to the
+    argmax of each window and summed into an image of ``x_shape``."""
+    if _K is not None:
+        r = _K.max_pool_grad(gy, indexes, x_shape, x_dtype,
+                             *_window("pooling", kernel_size, stride, pad))
+        if r is not None:
+            return r
+    N, C, OH, OW = gy.shape
+    N, C, H, W = x_shape
+    KH, KW = _pair("pooling: kernel_size", kernel_size, 1)
+    gcol = np.zeros((N * C * OH * OW * KH * KW), dtype=x_dtype)
+    indexes = (indexes.ravel()
+               + np.arange(0, indexes.size * KH * KW, KH * KW))
+    gcol[indexes] = gy.ravel()
+    gcol = gcol.reshape(N, C, OH, OW, KH, KW)
+    gcol = np.swapaxes(gcol, 2, 4)
+    gcol = np.swapaxes(gcol, 3, 5)
+    return col2im_array(gcol, (N, C, H, W), kernel_size, stride, pad, to_matrix=False)
+
+
+def _max_pool_pick_array(x, indexes, kernel_size, stride, pad):
+    """``Pooling2DWithIndexes.forward``: each window's element at ``indexes``."""
+    if _K is not None:
+        r = _K.max_pool_pick(x, indexes, *_window("pooling", kernel_size, stride, pad))
+        if r is not None:
+            return r
+    col = im2col_array(x, kernel_size, stride, pad, to_matrix=False)
+    N, C, KH, KW, OH, OW = col.shape
+    col = col.reshape(N, C, KH * KW, OH, OW)
+    col = col.transpose(0, 1, 3, 4, 2).reshape(-1, KH * KW)
+    indexes = indexes.ravel()
+    col = col[np.arange(len(indexes)), indexes]
+    return col.reshape(N, C, OH, OW)
+
+
+def _avg_pool_array(x, kernel_size, stride, pad):
+    """Average pooling forward: DeZero's ``col.mean(axis=(2, 3))``."""
+    if _K is not None:
+        y = _K.avg_pool(x, *_window("average_pooling", kernel_size, stride, pad))
+        if y is not None:
+            return y
+    col = im2col_array(x, kernel_size, stride, pad, to_matrix=False)
+    return col.mean(axis=(2, 3))
+
+
+def _avg_pool_grad_array(gy, x_shape, kernel_size, stride, pad):
+    """Average pooling backward on arrays: ``gy / (KH*KW)`` broadcast over
+    each window and summed by col2im, DeZero's formula."""
+    N, C, OH, OW = gy.shape
+    KH, KW = _pair("average_pooling: kernel_size", kernel_size, 1)
+    gy = gy / (KW * KH)
+    gcol = np.broadcast_to(gy.reshape(-1), (KH, KW, N * C * OH * OW))
+    gcol = gcol.reshape(KH, KW, N, C, OH, OW).transpose(2, 3, 0, 1, 4, 5)
+    return col2im_array(gcol, x_shape, kernel_size, stride, pad, to_matrix=False)
+
+
+# =============================================================================
 # conv2d / deconv2d
 # =============================================================================
+def _bias_grad(f, gy):
+    """``gy.sum(axis=(0, 2, 3))`` for a bias that receives a gradient."""
+    if len(f.inputs) < 3 or not _needs_grad(f.inputs[2]):
+        return None
+    return gy.sum(axis=(0, 2, 3))
+
+
 class Conv2d(Function):
     """2-d convolution (cross-correlation) of ``x`` with filters ``W``, plus ``b``."""
+
+    _scratch = None     # the forward's im2col buffer, reused by the backward
 
     def __init__(self, stride=1, pad=0):
         self.stride = _pair("conv2d: stride", stride, 1)
@@ -160,15 +436,30 @@ class Conv2d(Function):
                              f"{W.shape} expects {W.shape[1]}")
         if b is not None and b.shape != (W.shape[0],):
             raise ValueError(f"conv2d: b must have shape ({W.shape[0]},), got {b.shape}")
-        KH, KW = W.shape[2:]
-        col = im2col_array(x, (KH, KW), self.stride, self.pad, to_matrix=False)
-        y = np.tensordot(col, W, ((1, 2, 3), (1, 2, 3)))
-        if b is not None:
-            y += b
-        return np.rollaxis(y, 3, 1)
+        y, col = _conv2d_array(x, W, b, self.stride, self.pad)
+        if (col is not None and col.buf is not None and col.buf.nbytes <= _SCRATCH_MAX
+                and _graph_recording()):
+            self._scratch = col.buf     # memory for the backward (see _SCRATCH_MAX)
+        return y
 
     def backward(self, gy):
         x, W = self.inputs[0], self.inputs[1]
+        if not _graph_recording():
+            # No create_graph: the same formulas on arrays, and only the
+            # gradients someone receives (an input image given as an array
+            # needs none).
+            buf, self._scratch = self._scratch, None
+            g = gy.data
+            gx = gW = None
+            if _needs_grad(x):
+                gx = _deconv2d_array(g, W.data, None, self.stride, self.pad, x.shape[2:],
+                                     buf)
+            if _needs_grad(W):
+                gW = _conv2d_grad_w_array(x.data, g, W.shape[2:], self.stride, self.pad,
+                                          buf=buf)
+            if len(self.inputs) < 3:
+                return gx, gW
+            return gx, gW, _bias_grad(self, g)
         gx = None   # input images given as arrays need no gradient
         if _needs_grad(x):
             gx = deconv2d(gy, W, b=None, stride=self.stride, pad=self.pad,
@@ -242,17 +533,23 @@ class Deconv2d(Function):
                 raise ValueError(f"deconv2d: outsize {self.outsize} does not fit an "
                                  f"input of {H}x{Wd} with kernel {KH}x{KW}, stride "
                                  f"{self.stride}, pad {self.pad}")
-        img_shape = (N, OC, out_h, out_w)
-        gcol = np.tensordot(W, x, (0, 1))
-        gcol = np.rollaxis(gcol, 3)
-        y = col2im_array(gcol, img_shape, (KH, KW), self.stride, self.pad,
-                         to_matrix=False)
-        if b is not None:
-            y += b.reshape((1, b.size, 1, 1))
-        return y
+        return _deconv2d_array(x, W, b, self.stride, self.pad, (out_h, out_w))
 
     def backward(self, gy):
         x, W = self.inputs[0], self.inputs[1]
+        if not _graph_recording():
+            # gx = conv2d(gy, W) and gW = Conv2DGradW(gy, x) both start from
+            # the im2col of gy: it is made once.
+            g = gy.data
+            gx = gW = col = None
+            if _needs_grad(x):
+                gx, col = _conv2d_array(g, W.data, None, self.stride, self.pad)
+            if _needs_grad(W):
+                gW = _conv2d_grad_w_array(g, x.data, W.shape[2:], self.stride, self.pad,
+                                          col)
+            if len(self.inputs) < 3:
+                return gx, gW
+            return gx, gW, _bias_grad(self, g)
         gx = conv2d(gy, W, b=None, stride=self.stride, pad=self.pad)
         gW = Conv2DGradW(self)(gy, x)
         if len(self.inputs) < 3:
@@ -302,9 +599,7 @@ class Conv2DGradW(Function):
         self.pad = conv2d.pad
 
     def forward(self, x, gy):
-        col = im2col_array(x, self.kernel_size, self.stride, self.pad,
-                           to_matrix=False)
-        return np.tensordot(gy, col, ((0, 2, 3), (0, 4, 5)))
+        return _conv2d_grad_w_array(x, gy, self.kernel_size, self.stride, self.pad)
 
     def backward(self, ggW):
         x, gy = self.inputs
@@ -334,14 +629,14 @@ class Pooling(Function):
         _set_window(self, "pooling", kernel_size, stride, pad)
 
     def forward(self, x):
-        col = im2col_array(x, self.kernel_size, self.stride, self.pad,
-                           to_matrix=False)
-        N, C, KH, KW, OH, OW = col.shape
-        col = col.reshape(N, C, KH * KW, OH, OW)
-        self.indexes = col.argmax(axis=2)
-        return col.max(axis=2)
+        y, self.indexes = _max_pool_array(x, self.kernel_size, self.stride, self.pad)
+        return y
 
     def backward(self, gy):
+        if not _graph_recording():
+            x = self.inputs[0]
+            return _max_pool_grad_array(gy.data, self.indexes, x.shape, x.dtype,
+                                        self.kernel_size, self.stride, self.pad)
         return Pooling2DGrad(self)(gy)
 
 
@@ -358,20 +653,13 @@ class Pooling2DGrad(Function):
         self.indexes = mpool2d.indexes
 
     def forward(self, gy):
-        N, C, OH, OW = gy.shape
-        N, C, H, W = self.input_shape
-        KH, KW = _pair("pooling: kernel_size", self.kernel_size, 1)
-        gcol = np.zeros((N * C * OH * OW * KH * KW), dtype=self.dtype)
-        indexes = (self.indexes.ravel()
-                   + np.arange(0, self.indexes.size * KH * KW, KH * KW))
-        gcol[indexes] = gy.ravel()
-        gcol = gcol.reshape(N, C, OH, OW, KH, KW)
-        gcol = np.swapaxes(gcol, 2, 4)
-        gcol = np.swapaxes(gcol, 3, 5)
-        return col2im_array(gcol, (N, C, H, W), self.kernel_size, self.stride,
-                            self.pad, to_matrix=False)
+        return _max_pool_grad_array(gy, self.indexes, self.input_shape, self.dtype,
+                                    self.kernel_size, self.stride, self.pad)
 
     def backward(self, ggx):
+        if not _graph_recording():
+            return _max_pool_pick_array(ggx.data, self.indexes, self.kernel_size,
+                                        self.stride, self.pad)
         return Pooling2DWithIndexes(self.mpool2d)(ggx)
 
 
@@ -395,16 +683,14 @@ class Pooling2DWithIndexes(Function):
         if x.shape != tuple(self.input_shape):
             raise ValueError(f"Pooling2DWithIndexes: input of shape {x.shape} does "
                              f"not match the pooled input {tuple(self.input_shape)}")
-        col = im2col_array(x, self.kernel_size, self.stride, self.pad,
-                           to_matrix=False)
-        N, C, KH, KW, OH, OW = col.shape
-        col = col.reshape(N, C, KH * KW, OH, OW)
-        col = col.transpose(0, 1, 3, 4, 2).reshape(-1, KH * KW)
-        indexes = self.indexes.ravel()
-        col = col[np.arange(len(indexes)), indexes]
-        return col.reshape(N, C, OH, OW)
+        return _max_pool_pick_array(x, self.indexes, self.kernel_size, self.stride,
+                                    self.pad)
 
     def backward(self, gy):
+        if not _graph_recording():
+            return _max_pool_grad_array(gy.data, self.indexes, self.input_shape,
+                                        self.dtype, self.kernel_size, self.stride,
+                                        self.pad)
         return Pooling2DGrad(self.mpool2d)(gy)
 
 
@@ -431,11 +717,12 @@ class AveragePooling(Function):
 
     def forward(self, x):
         self.input_shape = x.shape
-        col = im2col_array(x, self.kernel_size, self.stride, self.pad,
-                           to_matrix=False)
-        return col.mean(axis=(2, 3))
+        return _avg_pool_array(x, self.kernel_size, self.stride, self.pad)
 
     def backward(self, gy):
+        if not _graph_recording():
+            return _avg_pool_grad_array(gy.data, self.input_shape, self.kernel_size,
+                                        self.stride, self.pad)
         N, C, OH, OW = gy.shape
         KH, KW = _pair("average_pooling: kernel_size", self.kernel_size, 1)
         gy = gy / (KW * KH)
@@ -476,6 +763,9 @@ class Im2col(Function):
                             self.to_matrix)
 
     def backward(self, gy):
+        if not _graph_recording():
+            return col2im_array(gy.data, self.input_shape, self.kernel_size,
+                                self.stride, self.pad, self.to_matrix)
         return col2im(gy, self.input_shape, self.kernel_size, self.stride,
                       self.pad, self.to_matrix)
 
@@ -514,6 +804,9 @@ class Col2im(Function):
                             self.pad, self.to_matrix)
 
     def backward(self, gy):
+        if not _graph_recording():
+            return im2col_array(gy.data, self.kernel_size, self.stride, self.pad,
+                                self.to_matrix)
         return im2col(gy, self.kernel_size, self.stride, self.pad, self.to_matrix)
 
 
