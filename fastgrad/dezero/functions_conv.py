@@ -40,7 +40,7 @@ import numbers
 import numpy as np
 
 from fastgrad import functions as _F
-from fastgrad._core import PURE, _graph_recording, _needs_grad
+from fastgrad._core import PURE, _dezero_dtypes, _graph_recording, _needs_grad
 from fastgrad.dezero.core import Function, as_variable
 
 if PURE:
@@ -397,12 +397,13 @@ def _avg_pool_array(x, kernel_size, stride, pad):
     return col.mean(axis=(2, 3))
 
 
-def _avg_pool_grad_array(gy, x_shape, kernel_size, stride, pad):
+def _avg_pool_grad_array(gy, x_shape, kernel_size, stride, pad, strong):
     """Average pooling backward on arrays: ``gy / (KH*KW)`` broadcast over
-    each window and summed by col2im, DeZero's formula."""
+    each window and summed by col2im, DeZero's formula.  ``strong``: the
+    divisor is DeZero's int64 array (its dtype rules: float32 gy promotes)."""
     N, C, OH, OW = gy.shape
     KH, KW = _pair("average_pooling: kernel_size", kernel_size, 1)
-    gy = gy / (KW * KH)
+    gy = gy / (np.asarray(KW * KH) if strong else KW * KH)
     gcol = np.broadcast_to(gy.reshape(-1), (KH, KW, N * C * OH * OW))
     gcol = gcol.reshape(KH, KW, N, C, OH, OW).transpose(2, 3, 0, 1, 4, 5)
     return col2im_array(gcol, x_shape, kernel_size, stride, pad, to_matrix=False)
@@ -722,7 +723,7 @@ class AveragePooling(Function):
     def backward(self, gy):
         if not _graph_recording():
             return _avg_pool_grad_array(gy.data, self.input_shape, self.kernel_size,
-                                        self.stride, self.pad)
+                                        self.stride, self.pad, _dezero_dtypes(self))
         N, C, OH, OW = gy.shape
         KH, KW = _pair("average_pooling: kernel_size", self.kernel_size, 1)
         gy = gy / (KW * KH)
