@@ -729,6 +729,33 @@ cdef class Function:
         # Borrowed pointers to the outputs; an output clears its own on death.
         return self._outs if self._outs != NULL else &self._out1
 
+    # -- backward, as the engine's driver runs it (one step per function)
+    cdef int _backward_arrays(self, bint retain_grad) except -1:
+        """Deliver the input grads of one backward step on arrays
+        (create_graph off).  Table ops, GraphFunctions and traced calls
+        override it."""
+        return _step_user(self, retain_grad, False)
+
+    cdef object _graph_grads(self, list gys):
+        """The input grads as Variables, recorded (create_graph on), from
+        the output grads ``gys``.  A stage-2 Function differentiates
+        arrays: its grads are constants, so no higher derivative flows
+        through it."""
+        return self.backward(*[(<_Variable>g)._get_data() for g in gys])
+
+    cdef int _backward_graph(self, bint retain_grad) except -1:
+        return _step_graph(self, retain_grad)
+
+    @property
+    def needs_input_grad(self):
+        """Per input, whether a gradient is kept for it: False for the
+        engine's constant around an ndarray or number operand, so a
+        ``backward`` may return None there instead of computing it."""
+        if self._inputs is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute "
+                                 f"'needs_input_grad'")
+        return tuple([not (<_Variable>v)._const for v in self._inputs])
+
     def forward(self, *xs):
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
 
@@ -816,7 +843,7 @@ _dead_ref = weakref.ref(_Dead())
 
 # ---------------------------------------------------------------- table ops
 
-class GraphFunction(Function):
+cdef class GraphFunction(Function):
     """A Function whose ``backward`` works on Variables (DeZero's full core).
 
     ``forward(*xs)`` receives ndarrays, as in :class:`Function`;
@@ -824,9 +851,16 @@ class GraphFunction(Function):
     fastgrad's functions, so the backward pass can itself be recorded
     (``backward(create_graph=True)``) and differentiated again.  Without
     ``create_graph`` it runs with graph recording off and only the arrays
-    are kept.  This is ``fastgrad.dezero.Function``.
+    are kept; a subclass may also define ``backward_arrays(*gys)``, the same
+    derivative on ndarrays, which the engine then calls instead (no
+    Variables made).  This is ``fastgrad.dezero.Function``.
     """
-    _graph_backward_protocol = True
+
+    cdef int _backward_arrays(self, bint retain_grad) except -1:
+        return _step_user(self, retain_grad, True)
+
+    cdef object _graph_grads(self, list gys):
+        return self.backward(*gys)
 
 
 cdef object _check_constant(str op, str name, object c):
@@ -860,6 +894,18 @@ cdef class _TableOp(Function):
 
     cdef _TableOp _fresh(self):
         raise NotImplementedError   # generated for every declared op
+
+    cdef int _backward_arrays(self, bint retain_grad) except -1:
+        if not self._table or self._nout != 1 or self._out1 == NULL:
+            return Function._backward_arrays(self, retain_grad)    # a user subclass
+        if not _pure and _step_scalar(self, retain_grad):
+            return 0
+        return _step_table_array(self, retain_grad)
+
+    cdef object _graph_grads(self, list gys):
+        if not self._table:
+            return Function._graph_grads(self, gys)
+        return self._graph_backward(*gys)
 
     cdef tuple _array_backward(self, object gy, object buf, int need, bint exact):
         # The grads of the inputs in ``need`` (bit i: input i), None for the
@@ -1045,7 +1091,7 @@ cdef object _forward_output(Function f, object y):
 
 
 cdef inline bint _graph_protocol(Function f):
-    return getattr(type(f), "_graph_backward_protocol", False)
+    return isinstance(f, GraphFunction)
 
 
 cdef inline object _call(Function f, tuple args, object face=None):
@@ -1194,9 +1240,9 @@ cdef int _run_backward(list roots, bint retain_grad, bint create_graph,
             f = <Function>_queue_pop(&queue)
             Py_DECREF(f)            # `f` holds its own reference now
             if create_graph:
-                _step_graph(f, retain_grad)
+                f._backward_graph(retain_grad)
             else:
-                _step(f, retain_grad)
+                f._backward_arrays(retain_grad)
             if f._inputs is None:
                 continue
             for v in f._inputs:
@@ -1226,17 +1272,6 @@ cdef inline void _clear_grad(_Variable v) noexcept:
         _freed_large = True
     v._grad = None
     v._glazy = False
-
-
-cdef int _step(Function f, bint retain_grad) except -1:
-    """Run one function's backward on arrays and deliver its input gradients."""
-    if type(f) is _TracedCall:
-        return _step_traced(<_TracedCall>f, retain_grad)
-    if _is_table_op(f) and f._nout == 1 and f._out1 != NULL:
-        if not _pure and _step_scalar(<_TableOp>f, retain_grad):
-            return 0
-        return _step_table_array(<_TableOp>f, retain_grad)
-    return _step_user(f, retain_grad)
 
 
 cdef bint _step_scalar(_TableOp f, bint retain_grad) except -1:
@@ -1408,15 +1443,21 @@ cdef void _clear_output_grads(Function f) noexcept:
             _clear_grad(<_Variable>outs[i])
 
 
-cdef int _step_user(Function f, bint retain_grad) except -1:
+cdef int _step_user(Function f, bint retain_grad, bint graph) except -1:
     """A user Function on arrays: call its backward with the output grads.
 
-    A GraphFunction's backward gets Variables, runs with recording off, and
-    its Variables' arrays are delivered.
+    With ``graph`` (a GraphFunction) the backward gets Variables, runs with
+    recording off, and its Variables' arrays are delivered -- unless the
+    class has ``backward_arrays``, which gets and returns arrays.
     """
     if f._inputs is None or f._nout == 0:
         return 0
-    cdef bint graph = _graph_protocol(f)
+    if graph:
+        on_arrays = getattr(f, "backward_arrays", None)
+        if on_arrays is not None:
+            graph = False
+    else:
+        on_arrays = f.backward
     gys = _output_grads(f, graph)
     if gys is None:
         return 0        # no gradient reached this function: it contributes nothing
@@ -1426,7 +1467,7 @@ cdef int _step_user(Function f, bint retain_grad) except -1:
     previous = use_block_handler() if large else None
     try:
         if not graph:
-            return _deliver_user(f, [f.backward(*gys)])
+            return _deliver_user(f, [on_arrays(*gys)])
         was = _backprop_enabled()
         _set_backprop(False)
         try:
@@ -1554,8 +1595,6 @@ cdef int _step_graph(Function f, bint retain_grad) except -1:
     """One function's backward on Variables, recorded (create_graph=True)."""
     if f._inputs is None or f._nout == 0:
         return 0
-    if type(f) is _TracedCall:
-        return _step_traced_eagerly(<_TracedCall>f, retain_grad, True)
     gys = _output_grads(f, True)
     if gys is None:
         return 0
@@ -1564,14 +1603,7 @@ cdef int _step_graph(Function f, bint retain_grad) except -1:
     cdef bint was = _backprop_enabled()
     _set_backprop(True)
     try:
-        if _is_table_op(f):
-            r = f._graph_backward(*gys)
-        elif _graph_protocol(f):
-            r = f.backward(*gys)
-        else:
-            # A stage-2 Function differentiates arrays: its grads are
-            # constants, so no higher derivative flows through it.
-            r = f.backward(*[(<_Variable>g)._get_data() for g in gys])
+        r = f._graph_grads(gys)
         if type(r) is not tuple:
             r = tuple(r) if isinstance(r, list) else (r,)
         if len(r) != len(f._inputs):

@@ -751,6 +751,13 @@ cdef class _TracedCall(Function):
         """How many recorded ops this call replayed."""
         return self.plan.nnodes
 
+    cdef int _backward_arrays(self, bint retain_grad) except -1:
+        return _step_traced(self, retain_grad)
+
+    cdef int _backward_graph(self, bint retain_grad) except -1:
+        # The plan has no graph to record: rebuild the call's eager graph.
+        return _step_traced_eagerly(self, retain_grad, True)
+
     def forward(self, *xs):
         raise TypeError("a traced call's forward ran when it was replayed; "
                         "call the traced function instead")
