@@ -33,38 +33,34 @@ else:  # run by path from setup.py, before fastgrad is built
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _CMPOPS = {ast.Gt: ">", ast.GtE: ">=", ast.Lt: "<", ast.LtE: "<=", ast.Eq: "==", ast.NotEq: "!="}
 
-# Per mode: what each formula function becomes.  {0}, {1}, {2} are the
-# rendered arguments.
+# Per mode: what each formula function becomes ({0}, {1}, {2} are the
+# rendered arguments): the structural ones here, every ufunc function from
+# its declaration in _formulas.FUNCTIONS.
 _CALLS = {
     "numpy": {
-        "exp": "_np.exp({0})", "log": "_np.log({0})", "sin": "_np.sin({0})",
-        "cos": "_np.cos({0})", "tan": "_np.tan({0})", "tanh": "_np.tanh({0})",
-        "sqrt": "_np.sqrt({0})", "abs": "_np.abs({0})", "sign": "_np.sign({0})",
-        "pow": "({0}) ** ({1})", "maximum": "_np.maximum({0}, {1})",
-        "minimum": "_np.minimum({0}, {1})", "clip": "_np.clip({0}, {1}, {2})",
-        "where": "_np.where({0}, {1}, {2})",
+        "sign": "_np.sign({0})", "pow": "({0}) ** ({1})",
+        "clip": "_np.clip({0}, {1}, {2})", "where": "_np.where({0}, {1}, {2})",
         "like": "_np.asarray({0}).astype(({1}).dtype, copy=False)",
     },
     # The table's own functions, through a namespace so that no Python
     # builtin (abs, pow) is meant instead.
-    "graph": {
-        "exp": "_fn.exp({0})", "log": "_fn.log({0})", "sin": "_fn.sin({0})",
-        "cos": "_fn.cos({0})", "tan": "_fn.tan({0})", "tanh": "_fn.tanh({0})",
-        "sqrt": "_fn.sqrt({0})", "abs": "_fn.abs({0})", "pow": "_fn.pow({0}, {1})",
-        "maximum": "_fn.maximum({0}, {1})", "minimum": "_fn.minimum({0}, {1})",
-        "clip": "_fn.clip({0}, {1}, {2})",
-    },
+    "graph": {"pow": "_fn.pow({0}, {1})", "clip": "_fn.clip({0}, {1}, {2})"},
     "c": {
-        "exp": "_c_exp({0})", "log": "_c_log({0})", "sin": "_c_sin({0})",
-        "cos": "_c_cos({0})", "tan": "_c_tan({0})", "tanh": "_c_tanh({0})",
-        "sqrt": "libm_sqrt({0})", "abs": "fabs({0})", "sign": "_c_sign({0})",
-        "pow": "_spow({0}, {1})", "maximum": "_c_maximum({0}, {1})",
-        "minimum": "_c_minimum({0}, {1})", "clip": "_c_clip({0}, {1}, {2})",
+        "sign": "_c_sign({0})", "pow": "_spow({0}, {1})", "clip": "_c_clip({0}, {1}, {2})",
         "where": "(({1}) if ({0}) else ({2}))", "like": "({0})",
     },
 }
+for _name, _f in _formulas.FUNCTIONS.items():
+    if _f.kind == "ufunc1":
+        _CALLS["numpy"][_name] = f"_np.{_f.ufunc}({{0}})"
+        _CALLS["graph"][_name] = f"_fn.{_name}({{0}})"
+        _CALLS["c"][_name] = f"_c_unary(UF_{_f.ufunc.upper()}, {{0}})"
+    elif _f.kind == "ufunc2":
+        _CALLS["numpy"][_name] = f"_np.{_f.ufunc}({{0}}, {{1}})"
+        _CALLS["graph"][_name] = f"_fn.{_name}({{0}}, {{1}})"
+        _CALLS["c"][_name] = f"_c_binary(UF_{_f.ufunc.upper()}, {{0}}, {{1}})"
 # Calls whose value is a constant in a derivative (no gradient through them).
-_CONSTANT_CALLS = ("sign", "where", "like")
+_CONSTANT_CALLS = tuple(n for n, f in _formulas.FUNCTIONS.items() if f.constant)
 
 
 class Renderer:
@@ -457,10 +453,26 @@ def _render_function(op, name=None, swap=False, face=None):
     return "\n".join(lines)
 
 
+def _render_scalar_functions():
+    """The C scalar path's functions: NumPy's float64 loop of each ufunc
+    function, or the C library's where a probe agrees with NumPy."""
+    lines = []
+    libm = [f.libm for f in _formulas.FUNCTIONS.values() if f.libm]
+    if libm:
+        lines.append("from libc.math cimport " + ", ".join(f"{n} as _libm_{n}" for n in libm))
+    lines += ["", "", "cdef int _init_scalar_functions() except -1:"]
+    for f in _formulas.FUNCTIONS.values():
+        if f.kind == "ufunc1":
+            fn = f"_libm_{f.libm}" if f.libm else "NULL"
+            lines.append(f"    _init_unary(UF_{f.ufunc.upper()}, {fn})")
+    lines += ["    return 0", "", "", "_init_scalar_functions()", ""]
+    return "\n".join(lines)
+
+
 def render_pxi():
     """Return the text of ``_optable.pxi``."""
     parts = ["# Generated from fastgrad/_optable.py by fastgrad/_codegen.py: do not edit.", "",
-             _render_scalar_dispatch()]
+             _render_scalar_functions(), _render_scalar_dispatch()]
     for op in OPS:
         parts.append(_render_programs(op))
         parts.append(_render_class(op))
@@ -472,9 +484,6 @@ def render_pxi():
         for fname, swap in [(op.name, False)] + ([(op.reverse, True)] if op.reverse else []):
             parts.append(_render_function(op, "_full_" + fname, swap, face="_FullVarClass"))
             full.append(fname)
-    names = [op.class_name for op in OPS] + full
-    parts.append("#: The table's class and function names.")
-    parts.append("TABLE_NAMES = (" + ", ".join(repr(n) for n in names) + ",)")
     parts.append("#: The functions as the full face needs them: a result is a full-face")
     parts.append("#: Variable even when no input is a Variable.")
     parts.append("FULL_FACE_FUNCTIONS = {" + ", ".join(f"{n!r}: _full_{n}" for n in full) + "}")
@@ -566,10 +575,27 @@ def _write(path, text):
     return path
 
 
+_STUB_START = "# ---- generated from fastgrad/_optable.py by the build (fastgrad/_codegen.py)\n"
+_STUB_END = "# ---- end of generated stubs\n"
+
+
+def write_stubs(path=None):
+    """Bring the table's part of ``_core.pyi`` (between its markers) up to
+    date, so that a new row's stubs come with the build."""
+    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "_core.pyi")
+    with open(path) as fh:
+        text = fh.read()
+    start = text.index(_STUB_START) + len(_STUB_START)
+    end = text.index(_STUB_END)
+    return _write(path, text[:start] + render_stubs() + text[end:])
+
+
 def write_pxi(path=None):
     """Write ``_optable.pxi``, ``_opcodes.pxi`` and ``_numpy_ops.py`` beside
-    this file unless they are already current; returns the first's path."""
+    this file unless they are already current, and the table's stubs in
+    ``_core.pyi``; returns the first's path."""
     here = os.path.dirname(os.path.abspath(__file__))
+    write_stubs()
     _write(os.path.join(here, "_opcodes.pxi"), render_opcodes())
     _write(os.path.join(here, "_numpy_ops.py"), render_numpy_module())
     return _write(path or os.path.join(here, "_optable.pxi"), render_pxi())

@@ -86,7 +86,7 @@ class _GraphVariable(Variable):
 FULL_FACE_FUNCTIONS: dict[str, Any]
 TABLE_NAMES: tuple[str, ...]
 
-# ---- generated from fastgrad/_optable.py: python -m fastgrad._codegen --stubs
+# ---- generated from fastgrad/_optable.py by the build (fastgrad/_codegen.py)
 class Add(Function):
     ...
 def add(x0: _Operand, x1: _Operand) -> Variable: ...

@@ -32,8 +32,6 @@ cimport cython
 cimport numpy as cnp
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
-from libc.math cimport pow as c_pow
-from libc.math cimport sqrt as libm_sqrt, sqrtf
 from libc.string cimport memcpy
 from cython cimport floating
 from libc.stdlib cimport free, malloc, realloc
@@ -77,6 +75,7 @@ from fastgrad._alloc cimport _Block, heap_released, restore_handler, use_block_h
 
 include "_config.pxi"
 include "_ufunc_loops.pxi"
+include "_opcodes.pxi"
 include "_scalar_math.pxi"
 
 from fastgrad._eval cimport Program, copy_array, evaluate, ones_array

@@ -242,6 +242,7 @@ cdef void _pow_block(floating* a, floating* d, Py_ssize_t m, double e, bint exac
     several times faster.  Other exponents call NumPy's ``power`` loop.
     """
     cdef Py_ssize_t i
+    cdef floating src[_BLOCK]
     cdef floating ev = <floating>e
     cdef double h = e - 0.5
     cdef int k
@@ -275,6 +276,11 @@ cdef void _pow_block(floating* a, floating* d, Py_ssize_t m, double e, bint exac
             for i in range(m):
                 d[i] = <floating>_powi_d(a[i], k)
     elif not exact and -2 <= h <= 3 and h == <int>h:
+        # Two passes over the block: the second reads the input again, so an
+        # output that is the input's own register reads a copy.
+        if d == a:
+            memcpy(src, a, m * sizeof(floating))
+            a = src
         k = <int>h
         if k == 1:
             for i in range(m):

@@ -32,20 +32,52 @@ OPCODES = (
 )
 OP = {name: i + 1 for i, name in enumerate(OPCODES)}
 
+class Fn:
+    """A function formulas may call.
+
+    ``kind``: ``"ufunc1"``/``"ufunc2"`` -- NumPy's ufunc ``ufunc``, whose own
+    inner loop the evaluator and the C scalar path call (so results are
+    NumPy's bits; the scalar path uses the C library's ``libm`` function
+    instead where a probe at import shows it agrees with NumPy); or one of
+    the structural kinds the renderers know (``pow``, ``clip``, ``where``,
+    ``sign``, ``like``).  ``constant``: no gradient flows through it.  A
+    ufunc function a derivative uses on Variables must also be an op of the
+    table with the same name (it is differentiated again).
+    """
+
+    def __init__(self, kind, doc, ufunc=None, libm=None, constant=False):
+        self.kind, self.doc, self.ufunc, self.libm = kind, doc, ufunc, libm
+        self.constant = constant
+
+
+#: Every function a formula may call, declared once.
+FUNCTIONS = {
+    "exp": Fn("ufunc1", "e ** a", "exp", "exp"),
+    "log": Fn("ufunc1", "natural logarithm", "log", "log"),
+    "sin": Fn("ufunc1", "sine", "sin", "sin"),
+    "cos": Fn("ufunc1", "cosine", "cos", "cos"),
+    "tan": Fn("ufunc1", "tangent", "tan", "tan"),
+    "tanh": Fn("ufunc1", "hyperbolic tangent", "tanh", "tanh"),
+    "sqrt": Fn("ufunc1", "square root", "sqrt", "sqrt"),
+    "abs": Fn("ufunc1", "absolute value", "absolute", "fabs"),
+    "maximum": Fn("ufunc2", "elementwise max, NaN-propagating", "maximum"),
+    "minimum": Fn("ufunc2", "elementwise min, NaN-propagating", "minimum"),
+    "pow": Fn("pow", "pow(a, b) = a ** b"),
+    "clip": Fn("clip", "clip(a, lo, hi)"),
+    "sign": Fn("sign", "-1, 0 or 1 (a constant in derivatives)", constant=True),
+    "where": Fn("where", "where(cond, a, b) (a constant in derivatives)", constant=True),
+    "like": Fn("like", "like(a, b): a in b's dtype (a constant; DeZero's masks are in "
+                       "gy's dtype)", constant=True),
+}
+
 #: NumPy ufuncs whose float32/float64 inner loops the evaluator calls, by
 #: number (``fn`` of UFUNC1/UFUNC2, and the arithmetic instructions).
-UFUNCS = ("add", "subtract", "multiply", "divide", "negative", "exp", "log", "sin",
-          "cos", "tan", "tanh", "sqrt", "absolute", "maximum", "minimum", "power")
+UFUNCS = (("add", "subtract", "multiply", "divide", "negative")
+          + tuple(f.ufunc for f in FUNCTIONS.values() if f.ufunc) + ("power",))
 
-#: How each formula function is evaluated: a NumPy ufunc's loop, or an
-#: instruction of its own.
-LOWERING = {
-    "exp": ("UFUNC1", "exp"), "log": ("UFUNC1", "log"), "sin": ("UFUNC1", "sin"),
-    "cos": ("UFUNC1", "cos"), "tan": ("UFUNC1", "tan"), "tanh": ("UFUNC1", "tanh"),
-    "sqrt": ("UFUNC1", "sqrt"), "abs": ("UFUNC1", "absolute"),
-    "maximum": ("UFUNC2", "maximum"), "minimum": ("UFUNC2", "minimum"),
-    "sign": ("SIGN", None),
-}
+#: How each ufunc function is evaluated: its instruction and ufunc.
+LOWERING = {name: (f.kind.upper(), f.ufunc) for name, f in FUNCTIONS.items() if f.ufunc}
+LOWERING["sign"] = ("SIGN", None)
 
 # Registers each instruction reads (a, b, c in order).
 READS = {OP[n]: 2 for n in ("ADD", "SUB", "MUL", "DIV", "GT", "GE", "LT", "LE", "UFUNC2")}

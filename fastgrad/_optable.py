@@ -31,16 +31,14 @@ Adding an elementwise op is one ``Op(...)`` row here.
 """
 from dataclasses import dataclass
 
-#: Functions a formula may call, and what they mean (NumPy's semantics).
-FUNCTIONS = {
-    "exp": "e ** a", "log": "natural logarithm", "sin": "sine", "cos": "cosine",
-    "tan": "tangent", "tanh": "hyperbolic tangent", "sqrt": "square root",
-    "abs": "absolute value", "sign": "-1, 0 or 1 (a constant in derivatives)",
-    "pow": "pow(a, b) = a ** b", "maximum": "elementwise max, NaN-propagating",
-    "minimum": "elementwise min, NaN-propagating", "clip": "clip(a, lo, hi)",
-    "where": "where(cond, a, b) (a constant in derivatives)",
-    "like": "like(a, b): a in b's dtype (a constant; DeZero's masks are in gy's dtype)",
-}
+if __package__:
+    from fastgrad._formulas import FUNCTIONS as _FUNCTIONS
+else:  # read by path from the build (fastgrad/_codegen.py), before fastgrad is built
+    from _formulas import FUNCTIONS as _FUNCTIONS
+
+#: Functions a formula may call, and what they mean (NumPy's semantics);
+#: declared in :mod:`fastgrad._formulas`.
+FUNCTIONS = {name: f.doc for name, f in _FUNCTIONS.items()}
 
 _REQUIRED = object()
 
@@ -68,6 +66,13 @@ class Op:
         Name of a swapped-operand function (``rsub(x0, x1) = x1 - x0``).
     doc : str
         One line for the docstrings.
+    domain : (float, float)
+        Where the op's tests draw inputs (the formulas defined, finite
+        differences meaningful).
+    kinks : tuple of float or str
+        Points (or parameter names) the tests keep inputs away from.
+    example : tuple of (name, value)
+        Parameter values the tests call the op with (every required one).
     dezero_forward, dezero_grads : optional
         The forward / derivatives as DeZero 0.0.13 computes them, where they
         differ from ``forward`` / ``grads`` by more than the strength of
@@ -82,6 +87,9 @@ class Op:
     scalar: bool = True
     reverse: str = None
     doc: str = ""
+    domain: tuple = (-1.5, 1.5)
+    kinks: tuple = ()
+    example: tuple = ()
     dezero_forward: str = None
     dezero_grads: tuple = None
 
@@ -107,36 +115,37 @@ OPS = (
     Op("mul", "x0 * x1", ("gy * x1", "gy * x0"), doc="x0 * x1"),
     # DeZero squares with Pow (x1 ** 2), whose own derivative has a strong 2.
     Op("div", "x0 / x1", ("gy / x1", "gy * (-x0 / (x1 * x1))"),
-       reverse="rdiv", doc="x0 / x1",
+       reverse="rdiv", doc="x0 / x1", kinks=(0,),
        dezero_grads=("gy / x1", "gy * (-x0 / pow(x1, 2))")),
     Op("neg", "-x", ("-gy",), doc="-x"),
     # The evaluator computes small integer and half-integer powers by
     # multiplication (within 4 ulp of NumPy's power), NumPy's exact special
     # cases (2, 0.5, -1, 1) exactly, and only those under DeZero's rules.
     Op("pow", "pow(x, c)", ("c * pow(x, c - 1) * gy",),
-       params=(("c", REQUIRED, "the exponent c"),),
+       params=(("c", REQUIRED, "the exponent c"),), domain=(0.5, 2.0), example=(("c", 3),),
        doc="x ** c for a constant exponent c (not a Variable)"),
     Op("exp", "exp(x)", ("gy * y",), doc="e ** x"),
-    Op("log", "log(x)", ("gy / x",), doc="natural logarithm of x"),
+    Op("log", "log(x)", ("gy / x",), domain=(0.5, 2.0), doc="natural logarithm of x"),
     Op("sin", "sin(x)", ("gy * cos(x)",), doc="sine of x"),
     Op("cos", "cos(x)", ("gy * -sin(x)",), doc="cosine of x"),
-    Op("tan", "tan(x)", ("gy * (1 + y * y)",), doc="tangent of x"),
+    Op("tan", "tan(x)", ("gy * (1 + y * y)",), domain=(-1.2, 1.2), doc="tangent of x"),
     Op("tanh", "tanh(x)", ("gy * (1 - y * y)",), doc="hyperbolic tangent of x"),
-    Op("sqrt", "sqrt(x)", ("gy / (2 * y)",), doc="square root of x"),
-    Op("abs", "abs(x)", ("gy * sign(x)",), doc="absolute value of x"),
+    Op("sqrt", "sqrt(x)", ("gy / (2 * y)",), domain=(0.5, 2.0), doc="square root of x"),
+    Op("abs", "abs(x)", ("gy * sign(x)",), kinks=(0,), doc="absolute value of x"),
     Op("sigmoid", "tanh(x * 0.5) * 0.5 + 0.5", ("gy * y * (1 - y)",),
        doc="logistic sigmoid 1 / (1 + e ** -x), computed through tanh"),
-    Op("relu", "maximum(x, 0.0)", ("gy * (x > 0)",), cls="ReLU",
+    Op("relu", "maximum(x, 0.0)", ("gy * (x > 0)",), cls="ReLU", kinks=(0,),
        doc="max(x, 0)"),
     # The mask is in gy's dtype, as DeZero builds it (and as a fused plan
     # computes it).  DeZero scales a copy of x in place: its result keeps
     # x's dtype even for a NumPy float64 slope.
     Op("leaky_relu", "where(x > 0, x, x * slope)", ("gy * like(where(x > 0, 1, slope), gy)",),
-       cls="LeakyReLU", params=(("slope", 0.2),), doc="x where x > 0, else slope * x",
+       cls="LeakyReLU", params=(("slope", 0.2),), kinks=(0,), example=(("slope", 0.3),),
+       doc="x where x > 0, else slope * x",
        dezero_forward="like(where(x > 0, x, x * slope), x)"),
     Op("clip", "clip(x, x_min, x_max)", ("gy * ((x >= x_min) * (x <= x_max))",),
-       params=(("x_min", REQUIRED), ("x_max", REQUIRED)),
-       doc="x limited to [x_min, x_max]"),
+       params=(("x_min", REQUIRED), ("x_max", REQUIRED)), kinks=("x_min", "x_max"),
+       example=(("x_min", -0.5), ("x_max", 0.8)), doc="x limited to [x_min, x_max]"),
     Op("maximum", "maximum(x0, x1)", ("gy * (x0 >= x1)", "gy * (x0 < x1)"),
        doc="elementwise maximum (ties give the gradient to x0)"),
     Op("minimum", "minimum(x0, x1)", ("gy * (x0 <= x1)", "gy * (x0 > x1)"),

@@ -82,3 +82,25 @@ def layout(a, kind):
     if kind == "transposed":
         return np.ascontiguousarray(a.T).T
     raise ValueError(kind)
+
+
+def op_params(op):
+    """The parameters tests call a table op with: its row's example values,
+    else the defaults."""
+    values = {p[0]: p[1] for p in op.params}
+    values.update(dict(op.example))
+    return values
+
+
+def sample_input(op, shape, dtype, rng, which=0):
+    """Input ``which`` of table op ``op``: drawn from the row's domain, away
+    from its kinks and poles, the inputs apart from each other (no ties)."""
+    lo, hi = op.domain
+    a = rng.uniform(lo, hi, size=shape) + 0.31 * which
+    params = op_params(op)
+    for k in op.kinks:
+        at = params[k] if isinstance(k, str) else k
+        away = at + 0.35 if at + 0.35 < hi else at - 0.35
+        a = np.where(np.abs(a - at) < 0.1, away, a)
+    return np.asarray(a, dtype=dtype)
+
