@@ -38,6 +38,8 @@ common = dict(
 extensions = [
     Extension("fastgrad._alloc", ["fastgrad/_alloc.pyx"], **common),
     Extension("fastgrad._threads", ["fastgrad/_threads.pyx"], **common),
+    # fastgrad-bench's memory-bandwidth probe, on the same thread pool.
+    Extension("fastgrad._stream", ["fastgrad/_stream.pyx"], **common),
     Extension("fastgrad._core", ["fastgrad/_core.pyx"], **common),
     # Convolution and pooling kernels (single-threaded: no OpenMP).
     Extension("fastgrad._conv", ["fastgrad/_conv.pyx"], **common),
