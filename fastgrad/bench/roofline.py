@@ -68,7 +68,7 @@ def _time_call(fn, min_time, min_calls):
     return sorted(times)
 
 
-def measure(thread_counts, min_time=0.15, min_calls=10):
+def measure(thread_counts, min_time=0.2, min_calls=10):
     """Bandwidth of copy and triad, in cache and DRAM, at each thread count.
 
     Returns the run document's ``roofline`` entry: ``status``, ``llc_bytes``
