@@ -32,28 +32,16 @@ common = dict(
     include_dirs=[np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     # No FMA contraction: results stay bit-identical to NumPy's and DeZero's.
-    extra_compile_args=(["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"]) + ["-ffp-contract=off"],
+    # -fno-math-errno: sqrt() need not set errno, so it inlines and
+    # vectorizes (IEEE results unchanged).
+    extra_compile_args=(["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"])
+    + ["-ffp-contract=off", "-fno-math-errno"],
 )
 
 extensions = [
-    Extension("fastgrad._alloc", ["fastgrad/_alloc.pyx"], **common),
-    Extension("fastgrad._threads", ["fastgrad/_threads.pyx"], **common),
-    # fastgrad-bench's memory-bandwidth probe, on the same thread pool.
-    Extension("fastgrad._stream", ["fastgrad/_stream.pyx"], **common),
-    Extension("fastgrad._core", ["fastgrad/_core.pyx"], **common),
-    # Convolution and pooling kernels (single-threaded: no OpenMP).
-    Extension("fastgrad._conv", ["fastgrad/_conv.pyx"], **common),
-    # OpenMP: the STREAM probe's two-thread mode and the opt-in two-thread
-    # split of large loops (off by default, see _PAR_MIN in _ops.pyx).
-    Extension(
-        "fastgrad._ops", ["fastgrad/_ops.pyx"],
-        include_dirs=common["include_dirs"],
-        define_macros=common["define_macros"],
-        # -fno-math-errno: sqrt() need not set errno, so it inlines and
-        # vectorizes (IEEE results unchanged).
-        extra_compile_args=common["extra_compile_args"] + ["-fopenmp", "-fno-math-errno"],
-        extra_link_args=["-fopenmp"],
-    ),
+    Extension(f"fastgrad.{name}", [f"fastgrad/{name}.pyx"], **common)
+    # _stream: fastgrad-bench's memory-bandwidth probe, on the same thread pool.
+    for name in ("_alloc", "_threads", "_eval", "_core", "_ops", "_conv", "_stream")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -23,9 +23,11 @@ import os
 import sys
 
 if __package__:
+    from fastgrad import _formulas
     from fastgrad._optable import OPS, REQUIRED
 else:  # run by path from setup.py, before fastgrad is built
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _formulas
     from _optable import OPS, REQUIRED
 
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
@@ -143,86 +145,46 @@ class Renderer:
         raise ValueError(f"unsupported syntax in a formula: {ast.dump(node)}")
 
 
-# ------------------------------------------------------------ fused programs
+# ------------------------------------------------------------ programs
 
-# Must match the opcode enum of _fused.pxi.
-OPCODES = {name: i + 1 for i, name in enumerate(
-    "ADD SUB MUL DIV NEG GT GE LT LE WHERE CONST PARAM UFUNC1 UFUNC2 SIGN FABS SQRT".split())}
-_FUSED_UFUNCS = ("exp", "log", "sin", "cos", "tan", "tanh", "maximum", "minimum", "power")
-_PROGRAM_BINOPS = {ast.Add: "ADD", ast.Sub: "SUB", ast.Mult: "MUL", ast.Div: "DIV"}
-_PROGRAM_CMPOPS = {ast.Gt: "GT", ast.GtE: "GE", ast.Lt: "LT", ast.LtE: "LE"}
-
-
-def compile_program(text, inputs, params):
-    """Compile a formula into (nin, nregs, out, code) for _fused.pxi's _Program.
-
-    Registers 0..len(inputs)-1 hold the inputs; every other node gets a
-    register of its own.  Each instruction is (op, dst, a, b, c, fn, value).
-    """
-    code = []
-    nregs = [len(inputs)]
-
-    def new():
-        nregs[0] += 1
-        return nregs[0] - 1
-
-    def emit(op, a=0, b=0, c=0, fn=0, value=0.0):
-        d = new()
-        code.append((OPCODES[op], d, a, b, c, fn, float(value)))
-        return d
-
-    def node(n):
-        if isinstance(n, ast.Name):
-            if n.id in inputs:
-                return inputs.index(n.id)
-            if n.id in params:
-                return emit("PARAM", fn=params.index(n.id))
-            raise ValueError(f"unknown name {n.id!r}")
-        if isinstance(n, ast.Constant):
-            return emit("CONST", value=n.value)
-        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
-            return emit("NEG", node(n.operand))
-        if isinstance(n, ast.BinOp) and type(n.op) in _PROGRAM_BINOPS:
-            return emit(_PROGRAM_BINOPS[type(n.op)], node(n.left), node(n.right))
-        if isinstance(n, ast.Compare) and len(n.ops) == 1 and type(n.ops[0]) in _PROGRAM_CMPOPS:
-            return emit(_PROGRAM_CMPOPS[type(n.ops[0])], node(n.left), node(n.comparators[0]))
-        if isinstance(n, ast.Call):
-            f = n.func.id
-            args = [node(a) for a in n.args]
-            if f in ("exp", "log", "sin", "cos", "tan", "tanh"):
-                return emit("UFUNC1", args[0], fn=_FUSED_UFUNCS.index(f))
-            if f in ("maximum", "minimum"):
-                return emit("UFUNC2", args[0], args[1], fn=_FUSED_UFUNCS.index(f))
-            if f == "clip":
-                lo = emit("UFUNC2", args[0], args[1], fn=_FUSED_UFUNCS.index("maximum"))
-                return emit("UFUNC2", lo, args[2], fn=_FUSED_UFUNCS.index("minimum"))
-            if f == "where":
-                return emit("WHERE", args[0], args[1], args[2])
-            if f == "like":
-                return args[0]      # a program computes in its arrays' one dtype
-            if f in ("sign", "abs", "sqrt"):
-                return emit({"sign": "SIGN", "abs": "FABS", "sqrt": "SQRT"}[f], args[0])
-        raise ValueError(f"cannot fuse {ast.dump(n)}")
-
-    out = node(ast.parse(text, mode="eval").body)
-    return len(inputs), nregs[0], out, tuple(code)
+def _program(op, formulas, candidates):
+    """``formulas`` (one output each) compiled for the evaluator: the Program
+    literal, the arrays it reads (in order) and the code of its per-call
+    parameter values."""
+    params = _param_names(op)
+    ins = _formulas.inputs_of(formulas, candidates)
+    nin, nregs, outs, code, exprs = _formulas.compile_program(formulas, ins, params)
+    literal = f"Program({nin}, {nregs}, {outs!r}, {code!r}, {exprs!r})"
+    names = {p: f"self.{p}" for p in params}
+    values = [Renderer("numpy", names).render(e) for e in exprs]
+    return literal, ins, "(" + "".join(v + ", " for v in values) + ")"
 
 
-def _program_inputs(text, candidates):
-    used = {n.id for n in ast.walk(ast.parse(text, mode="eval")) if isinstance(n, ast.Name)}
-    return [c for c in candidates if c in used]
+def _programs(op):
+    """Every program of a row, by name: its forward, and its backward for
+    each set of inputs that needs a gradient."""
+    ins = list(op.inputs)
+    progs = {f"_P_{op.name}_f": _program(op, [op.forward], ins)}
+    for mask in _masks(op):
+        work = [op.grads[k] for k in range(op.arity) if mask >> k & 1 and not _trivial(op.grads[k])]
+        if work:
+            progs[f"_P_{op.name}_b{mask}"] = _program(op, work, ["gy", "y"] + ins)
+    return progs
 
 
 def _render_programs(op):
-    """Module-level _Program objects for a fused row's forward and derivatives."""
-    params = _param_names(op)
-    lines = []
-    fwd_in = _program_inputs(op.forward, list(op.inputs))
-    lines.append(f"cdef _Program _fused_{op.name} = _Program{compile_program(op.forward, fwd_in, params)!r}")
-    for k, g in enumerate(op.grads):
-        ins = _program_inputs(g, ["gy", "y"] + list(op.inputs))
-        lines.append(f"cdef _Program _fused_{op.name}_d{k} = _Program{compile_program(g, ins, params)!r}")
-    return "\n".join(lines) + "\n"
+    return "".join(f"cdef Program {name} = {literal}\n"
+                   for name, (literal, _, _) in _programs(op).items())
+
+
+def _trivial(grad):
+    """A derivative that is the incoming gradient itself: no work."""
+    return grad.strip() == "gy"
+
+
+def _masks(op):
+    """Every non-empty set of inputs that may need a gradient, as a bit mask."""
+    return range(1, 1 << op.arity)
 
 
 def _param_names(op):
@@ -256,21 +218,7 @@ def _names_in(texts):
 
 def _names_used(op):
     """The names the derivatives read (the kernel reads all inputs)."""
-    used = set(op.inputs) if op.kernel else set()
-    return used | _names_in(op.grads) | _names_in(op.dezero_grads or ())
-
-
-def _exact_condition(op, k):
-    """Code for ``op.kernel_exact[k]`` (``param in (numbers...)``): true only
-    for a Python int or float parameter with one of those values."""
-    node = ast.parse(op.kernel_exact[k], mode="eval").body
-    if not (isinstance(node, ast.Compare) and isinstance(node.left, ast.Name)
-            and len(node.ops) == 1 and isinstance(node.ops[0], ast.In)
-            and isinstance(node.comparators[0], ast.Tuple)):
-        raise ValueError(f"kernel_exact must read 'param in (numbers...)', got {op.kernel_exact[k]!r}")
-    p = f"self.{node.left.id}"
-    values = ast.unparse(node.comparators[0])
-    return f"(type({p}) is int or type({p}) is float) and {p} in {values}"
+    return _names_in(op.grads) | _names_in(op.dezero_grads or ())
 
 
 def _dezero_grads(op):
@@ -279,8 +227,6 @@ def _dezero_grads(op):
 
 def _dezero_sensitive(op):
     """Do DeZero's dtype rules change this row's array backward?"""
-    if op.kernel_exact:
-        return True
     arrays = list(op.inputs) + ["y", "gy"]
     names = {n: n for n in arrays}
     names.update({p: f"self.{p}" for p in _param_names(op)})
@@ -324,64 +270,62 @@ def _render_class(op):
         w(f"        f.{p} = self.{p}")
     w("        return f")
     w("")
-    # --- NumPy forward (what runs on arrays)
+    # --- forward: the evaluator, NumPy for what it does not take
     w(f"    def forward(self, {', '.join(ins)}):")
-    ptuple = "(" + "".join(f"self.{p}, " for p in params) + ")"
     fnames = {i: i for i in ins}
     fnames.update({p: f"self.{p}" for p in params})
-    if op.dezero_forward or (op.kernel_exact and op.kernel_exact[0]):
-        # DeZero's own forward, or NumPy's where the kernel is not exact.
+    pargs = "".join(f", self.{p}" for p in params)
+    if op.dezero_forward:
         w("        if self._full and not _keep_dtype:")
-        if op.dezero_forward:
-            w(f"            return {Renderer('numpy', fnames).render(op.dezero_forward)}")
-        else:
-            w(f"            if not ({_exact_condition(op, 0)}):")
-            w(f"                return {Renderer('numpy', fnames).render(op.forward)}")
-    if op.kernel:
-        args = ", ".join(list(ins) + [f"self.{p}" for p in params])
-        w(f"        return backend.{op.name}({args})")
-    else:
-        if op.fused:
-            fin = _program_inputs(op.forward, list(ins))
-            w(f"        r = _fused_eval(_fused_{op.name}, ({''.join(i + ', ' for i in fin)}), {ptuple}, None)")
-            w("        if r is not None:")
-            w("            return r")
-        names = {i: i for i in ins}
-        names.update({p: f"self.{p}" for p in params})
-        w(f"        return {Renderer('numpy', names).render(op.forward)}")
+        w(f"            return _numpy_ops.{op.name}_forward_dz({', '.join(ins)}{pargs})")
+    progs = _programs(op)
+    _, fwd_in, fwd_params = progs[f"_P_{op.name}_f"]
+    w(f"        r = _evaluate(_P_{op.name}_f, ({''.join(i + ', ' for i in fwd_in)}), "
+      f"{fwd_params}, None, self._full and not _keep_dtype)")
+    w("        if r is not None:")
+    w("            return r")
+    w(f"        return _numpy_ops.{op.name}_forward({', '.join(ins)}{pargs})")
     w("")
-    # --- array backward: tuple of grads; may write the first into `buf`
-    w("    cdef tuple _array_backward(self, object gy, object buf):")
+    # --- array backward: the grads of the inputs in ``need`` (bit i: input
+    # i), None for the others; the first may be written into ``buf``
+    w("    cdef tuple _array_backward(self, object gy, object buf, int need, bint exact):")
     used = _names_used(op)
     for k, i in enumerate(ins):
         if i in used:
             w(f"        {i} = (<_Variable>self._inputs[{k}])._get_data()")
     if "y" in used:
         w("        y = self._output_data()")
-    if op.kernel and op.name + "_backward" in _BACKEND_BACKWARD:
-        # The kernel's own parameter names say which operands it reads.
-        names = {i: i for i in ins}
-        names.update({p: f"self.{p}" for p in params})
-        names.update(gy="gy", out="out=buf")
-        args = ", ".join(names[a] for a in _BACKEND_BACKWARD[op.name + "_backward"])
-        w(f"        r = backend.{op.name}_backward({args})")
-        w("        return r if type(r) is tuple else (r,)")
-    else:
-        names = {i: i for i in ins}
-        names.update({p: f"self.{p}" for p in params})
-        names.update(y="y", gy="gy")
-        r = Renderer("numpy", names)
-        if op.fused:
-            # The first gradient may go into gy's buffer; the others are fresh.
-            outs = []
-            for k, g in enumerate(op.grads):
-                gin = _program_inputs(g, ["gy", "y"] + list(ins))
-                w(f"        g{k} = _fused_eval(_fused_{op.name}_d{k}, "
-                  f"({''.join(i + ', ' for i in gin)}), {ptuple}, {'buf' if k == 0 else 'None'})")
-                outs.append(f"g{k}")
-            w(f"        if {' and '.join(f'{o} is not None' for o in outs)}:")
-            w(f"            return ({', '.join(outs)},)")
-        w(f"        return ({', '.join(r.render(g) for g in op.grads)},)")
+    names = {i: i for i in ins}
+    names.update({p: f"self.{p}" for p in params})
+    names.update(y="y", gy="gy")
+    r = Renderer("numpy", names)
+    first = True
+    for mask in _masks(op):
+        wanted = [k for k in range(op.arity) if mask >> k & 1]
+        work = [k for k in wanted if not _trivial(op.grads[k])]
+        if work:
+            w(f"        {'if' if first else 'elif'} need == {mask}:")
+            first = False
+            _, pin, pparams = progs[f"_P_{op.name}_b{mask}"]
+            # gy itself is a wanted grad: its buffer cannot take another one.
+            buf = "None" if len(work) < len(wanted) else "buf"
+            w(f"            r = _evaluate(_P_{op.name}_b{mask}, ({''.join(i + ', ' for i in pin)}), "
+              f"{pparams}, {buf}, exact)")
+            w("            if r is not None:")
+            if len(work) == 1:
+                w("                r = (r,)")
+            items = []
+            for k in range(op.arity):
+                if k in work:
+                    items.append(f"r[{work.index(k)}]")
+                elif k in wanted:
+                    items.append("gy")
+                else:
+                    items.append("None")
+            w(f"                return ({', '.join(items)},)")
+    yarg = "y" if "y" in used else "None"
+    xargs = ", ".join(i if i in used else "None" for i in ins)
+    w(f"        return _numpy_ops.{op.name}_backward(gy, {yarg}, {xargs}{pargs}, need)")
     w("")
     # --- DeZero's dtype rules: its formula with strong constants
     if _dezero_sensitive(op):
@@ -390,7 +334,7 @@ def _render_class(op):
         w("    cdef bint _dz_sensitive(self) noexcept:")
         w("        return True")
         w("")
-        w("    cdef tuple _array_backward_dz(self, object gy, object buf):")
+        w("    cdef tuple _array_backward_dz(self, object gy, object buf, int need):")
         for k, i in enumerate(ins):
             if i in dz_used:
                 w(f"        {i} = (<_Variable>self._inputs[{k}])._get_data()")
@@ -399,19 +343,15 @@ def _render_class(op):
         # Strong and weak constants agree on float64 arrays: the fast paths.
         checks = [f"_is_f64_array({n})" for n in ["gy"] + list(ins) + ["y"]
                   if n in dz_used or n == "gy"]
-        if op.kernel_exact:
-            checks.append(f"({_exact_condition(op, 1)})")
         w(f"        if {' and '.join(checks)}:")
-        w("            return self._array_backward(gy, buf)")
-        names = {i: i for i in ins}
-        names.update({p: f"self.{p}" for p in params})
-        names.update(y="y", gy="gy")
-        r = Renderer("numpy", names, dezero=True, arrays=list(ins) + ["y", "gy"])
-        w(f"        return ({', '.join(r.render(g) for g in dz_grads)},)")
+        w("            return self._array_backward(gy, buf, need, True)")
+        yarg = "y" if "y" in dz_used else "None"
+        xargs = ", ".join(i if i in dz_used else "None" for i in ins)
+        w(f"        return _numpy_ops.{op.name}_backward_dz(gy, {yarg}, {xargs}{pargs}, need)")
         w("")
     # --- the stage-2 protocol: backward on arrays, as a user would write it
     w("    def backward(self, gy):")
-    w("        r = self._array_backward(gy, None)")
+    w(f"        r = self._array_backward(gy, None, {(1 << n) - 1}, self._full and not _keep_dtype)")
     w("        return r[0]" if n == 1 else "        return r")
     w("")
     # --- graph backward on Variables (create_graph=True)
@@ -517,27 +457,12 @@ def _render_function(op, name=None, swap=False, face=None):
     return "\n".join(lines)
 
 
-def _backend_backward_names():
-    here = os.path.dirname(os.path.abspath(__file__))
-    names = {}
-    with open(os.path.join(here, "_reference.py")) as fh:
-        tree = ast.parse(fh.read())
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name.endswith("_backward"):
-            names[node.name] = [a.arg for a in node.args.args]
-    return names
-
-
-_BACKEND_BACKWARD = _backend_backward_names()
-
-
 def render_pxi():
     """Return the text of ``_optable.pxi``."""
     parts = ["# Generated from fastgrad/_optable.py by fastgrad/_codegen.py: do not edit.", "",
              _render_scalar_dispatch()]
     for op in OPS:
-        if op.fused:
-            parts.append(_render_programs(op))
+        parts.append(_render_programs(op))
         parts.append(_render_class(op))
         parts.append(_render_function(op))
         if op.reverse:
@@ -582,10 +507,54 @@ def render_stubs():
     return "\n".join(lines) + "\n"
 
 
-def write_pxi(path=None):
-    """Write ``_optable.pxi`` beside this file unless it is already current."""
-    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "_optable.pxi")
-    text = render_pxi()
+def render_numpy_module():
+    """Return the text of ``_numpy_ops.py``: every row's formulas as NumPy
+    code, the path for what the evaluator does not take and for
+    ``FASTGRAD_PURE=1``.  A Python module (not the compiled ``_core``), so
+    that NumPy may reuse a formula's temporaries in place (it does so only
+    for code the interpreter runs)."""
+    lines = ['"""Generated from fastgrad/_optable.py by fastgrad/_codegen.py: do not edit.',
+             "", "Each op's NumPy forward and backward (a grad per input in ``need``, bit i",
+             'for input i, else None); ``_dz``: DeZero\'s formula and dtype rules."""',
+             "import numpy as _np", "", "",
+             "def _strong(c):",
+             "    # DeZero's as_array(c): a number meeting an array is strongly typed.",
+             "    return _np.asarray(c)", ""]
+    for op in OPS:
+        ins = list(op.inputs)
+        params = _param_names(op)
+        plain = {n: n for n in ins + params + ["y", "gy"]}
+        sig = ", ".join(ins + params)
+        lines += ["", f"def {op.name}_forward({sig}):",
+                  f"    return {Renderer('numpy', plain).render(op.forward)}", ""]
+        if op.dezero_forward:
+            lines += ["", f"def {op.name}_forward_dz({sig}):",
+                      f"    return {Renderer('numpy', plain).render(op.dezero_forward)}", ""]
+        variants = [("backward", Renderer("numpy", plain), op.grads)]
+        if _dezero_sensitive(op):
+            variants.append(("backward_dz", Renderer("numpy", plain, dezero=True,
+                                                     arrays=ins + ["y", "gy"]), _dezero_grads(op)))
+        for suffix, r, grads in variants:
+            items = [f"({r.render(g)} if need & {1 << k} else None)" for k, g in enumerate(grads)]
+            lines += ["", f"def {op.name}_{suffix}(gy, y, {sig}, need):",
+                      f"    return ({', '.join(items)},)", ""]
+    return "\n".join(lines)
+
+
+def render_opcodes():
+    """Return the text of ``_opcodes.pxi``: the evaluator's instruction set
+    and ufunc numbers, from :mod:`fastgrad._formulas` (their one declaration)."""
+    lines = ["# Generated from fastgrad/_formulas.py by fastgrad/_codegen.py: do not edit.",
+             "cdef enum:"]
+    lines += [f"    I_{name} = {_formulas.OP[name]}" for name in _formulas.OPCODES]
+    lines += [f"    I_LAST = {len(_formulas.OPCODES)}", "", "cdef enum:"]
+    lines += [f"    UF_{name.upper()} = {i}" for i, name in enumerate(_formulas.UFUNCS)]
+    lines += [f"    _NUFUNCS = {len(_formulas.UFUNCS)}", ""]
+    lines += ["UFUNC_NAMES = " + repr(tuple(_formulas.UFUNCS)), ""]
+    return "\n".join(lines)
+
+
+def _write(path, text):
     try:
         with open(path) as fh:
             if fh.read() == text:
@@ -595,6 +564,15 @@ def write_pxi(path=None):
     with open(path, "w") as fh:
         fh.write(text)
     return path
+
+
+def write_pxi(path=None):
+    """Write ``_optable.pxi``, ``_opcodes.pxi`` and ``_numpy_ops.py`` beside
+    this file unless they are already current; returns the first's path."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    _write(os.path.join(here, "_opcodes.pxi"), render_opcodes())
+    _write(os.path.join(here, "_numpy_ops.py"), render_numpy_module())
+    return _write(path or os.path.join(here, "_optable.pxi"), render_pxi())
 
 
 if __name__ == "__main__":

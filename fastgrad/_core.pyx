@@ -78,7 +78,25 @@ from fastgrad._alloc cimport _Block, heap_released, restore_handler, use_block_h
 include "_config.pxi"
 include "_ufunc_loops.pxi"
 include "_scalar_math.pxi"
-include "_fused.pxi"
+
+from fastgrad._eval cimport Program, copy_array, evaluate, ones_array
+from fastgrad import _numpy_ops     # the table's NumPy formulas (generated)
+
+
+cdef inline object _ones_like(object a):
+    return np.ones_like(a) if _pure else ones_array(a)
+
+
+cdef inline object _copy(object a):
+    return np.array(a) if _pure else copy_array(a)
+
+
+cdef inline object _evaluate(Program prog, tuple arrays, tuple params, object out,
+                             bint exact):
+    """The elementwise evaluator, or None for NumPy (always under FASTGRAD_PURE)."""
+    if _pure:
+        return None
+    return evaluate(prog, arrays, params, out, exact)
 
 
 # ---------------------------------------------------------------- helpers
@@ -456,12 +474,12 @@ cdef class _Variable:
         if self._data is None and not self._lazy:
             raise ValueError("backward() on a Variable whose data is None")
         if as_variable:
-            self._grad = _wrap_data(backend.ones_like(self._get_data()), _full_class())
+            self._grad = _wrap_data(_ones_like(self._get_data()), _full_class())
         elif self._lazy or _is_f64_scalar_array(self._data):
             self._gv = 1.0
             self._glazy = True
         else:
-            self._grad = backend.ones_like(self._data)
+            self._grad = _ones_like(self._data)
         return 0
 
     def backward(self, retain_grad=False):
@@ -843,14 +861,16 @@ cdef class _TableOp(Function):
     cdef _TableOp _fresh(self):
         raise NotImplementedError   # generated for every declared op
 
-    cdef tuple _array_backward(self, object gy, object buf):
+    cdef tuple _array_backward(self, object gy, object buf, int need, bint exact):
+        # The grads of the inputs in ``need`` (bit i: input i), None for the
+        # others; ``exact``: powers take NumPy's exact special cases only.
         raise NotImplementedError
 
-    cdef tuple _array_backward_dz(self, object gy, object buf):
+    cdef tuple _array_backward_dz(self, object gy, object buf, int need):
         # DeZero's formula on arrays.  Generated where it differs from the
         # row's formula with weak constants; elsewhere they agree for every
-        # dtype (the fast paths take one dtype only, and NumPy otherwise).
-        return self._array_backward(gy, buf)
+        # dtype (the evaluator takes one dtype only, and NumPy otherwise).
+        return self._array_backward(gy, buf, need, True)
 
     cdef bint _dz_sensitive(self) noexcept:
         return False        # DeZero's backward promotes where this row's does not
@@ -1291,9 +1311,17 @@ cdef int _step_table_array(_TableOp f, bint retain_grad) except -1:
     gy = _take_output_grad(<_Variable>f._out1, retain_grad)
     if gy is None or f._inputs is None:
         return 0
+    # Only the inputs that keep a gradient get one: never an engine-made
+    # constant (the ndarray or number operand of ``x * c``).
+    cdef int i, need = 0
+    for i in range(len(f._inputs)):
+        if not (<_Variable>f._inputs[i])._const:
+            need |= 1 << i
+    if need == 0:
+        return 0
     cdef bint owned = _exclusive(gy)
     cdef tuple gxs
-    # The kernels may write the first gradient into gy's buffer when we own it.
+    # The evaluator may write the first gradient into gy's buffer when we own it.
     cdef bint dz = _dezero_rules(f)
     previous = None
     cdef bint large = type(gy) is _ndarray and cnp.PyArray_NBYTES(<cnp.ndarray>gy) >= _LARGE
@@ -1302,9 +1330,9 @@ cdef int _step_table_array(_TableOp f, bint retain_grad) except -1:
     try:
         if dz:
             # DeZero's formulas (strong constants), its dtypes, no cast.
-            gxs = f._array_backward_dz(gy, gy if owned else None)
+            gxs = f._array_backward_dz(gy, gy if owned else None, need)
         else:
-            gxs = f._array_backward(gy, gy if owned else None)
+            gxs = f._array_backward(gy, gy if owned else None, need, False)
     finally:
         if large:
             restore_handler(previous)
@@ -1505,7 +1533,7 @@ cdef int _deliver(_Variable x, object gx, bint owned, bint cast=True) except -1:
         x._get_grad()
     acc = x._grad
     if acc is None:
-        x._grad = gx if owned else backend.copy(gx)
+        x._grad = gx if owned else _copy(gx)
         return 0
     if isinstance(acc, _Variable):
         acc = (<_Variable>acc)._get_data()     # shared with the user's Variable

@@ -22,14 +22,12 @@ same bits, so the fast paths serve both there.  Comparisons and
 them.  From the same row come the ``Function`` subclass, the lowercase
 function and the test grids.
 
-Adding an elementwise op is one ``Op(...)`` row here.  ``kernel=True`` routes
-the array path through the compiled kernels of the backend (``fastgrad._ops``
-or its NumPy twin ``fastgrad._reference``), which must then define
-``<name>(*inputs, *params)`` and, if it exists, ``<name>_backward(gy,
-*inputs, *params, out=None)``.  ``fused=True`` evaluates the row's own
-formulas in one pass over memory instead of one NumPy pass per operation
-(``fastgrad/_fused.pxi``).  Set either only where a benchmark shows it beats
-NumPy.
+On float32/float64 arrays every row's forward, and its backward for each
+set of inputs that needs a gradient, are compiled (``fastgrad._formulas``)
+into programs for the elementwise evaluator (``fastgrad/_eval.pyx``): one
+pass over memory each, on every core, with NumPy's bits; the NumPy code
+above serves everything else (broadcasting, other or mixed dtypes).
+Adding an elementwise op is one ``Op(...)`` row here.
 """
 from dataclasses import dataclass
 
@@ -66,11 +64,6 @@ class Op:
         The label names the parameter in error messages.
     scalar : bool
         Compute 0-d float64 values in C (bit-identical to NumPy's result).
-    kernel : bool
-        Use the backend's compiled kernels on arrays (see module docstring).
-    fused : bool
-        Evaluate forward and derivatives on float arrays in one pass over
-        memory (blocks kept in cache), bit-identical to the NumPy path.
     reverse : str, optional
         Name of a swapped-operand function (``rsub(x0, x1) = x1 - x0``).
     doc : str
@@ -80,10 +73,6 @@ class Op:
         differ from ``forward`` / ``grads`` by more than the strength of
         their constants (which the renderer handles); used by the full face
         under DeZero's dtype rules.
-    kernel_exact : (str, str), optional
-        Conditions on the parameters under which ``kernel=True``'s forward
-        and backward give NumPy's bits; under DeZero's dtype rules the NumPy
-        formula runs elsewhere.
     """
     name: str
     forward: str
@@ -91,13 +80,10 @@ class Op:
     cls: str = None
     params: tuple = ()
     scalar: bool = True
-    kernel: bool = False
-    fused: bool = False
     reverse: str = None
     doc: str = ""
     dezero_forward: str = None
     dezero_grads: tuple = None
-    kernel_exact: tuple = None
 
     @property
     def class_name(self):
@@ -116,29 +102,29 @@ REQUIRED = _REQUIRED
 
 OPS = (
     # name      forward                  derivative per input
-    Op("add", "x0 + x1", ("gy", "gy"), kernel=True, doc="x0 + x1"),
-    Op("sub", "x0 - x1", ("gy", "-gy"), kernel=True, reverse="rsub", doc="x0 - x1"),
-    Op("mul", "x0 * x1", ("gy * x1", "gy * x0"), kernel=True, doc="x0 * x1"),
+    Op("add", "x0 + x1", ("gy", "gy"), doc="x0 + x1"),
+    Op("sub", "x0 - x1", ("gy", "-gy"), reverse="rsub", doc="x0 - x1"),
+    Op("mul", "x0 * x1", ("gy * x1", "gy * x0"), doc="x0 * x1"),
     # DeZero squares with Pow (x1 ** 2), whose own derivative has a strong 2.
-    Op("div", "x0 / x1", ("gy / x1", "gy * (-x0 / (x1 * x1))"), kernel=True,
+    Op("div", "x0 / x1", ("gy / x1", "gy * (-x0 / (x1 * x1))"),
        reverse="rdiv", doc="x0 / x1",
        dezero_grads=("gy / x1", "gy * (-x0 / pow(x1, 2))")),
-    Op("neg", "-x", ("-gy",), kernel=True, doc="-x"),
-    # The kernel computes small integer and half-integer powers by
-    # multiplication (within a few ulp of NumPy's pow): exact for these.
+    Op("neg", "-x", ("-gy",), doc="-x"),
+    # The evaluator computes small integer and half-integer powers by
+    # multiplication (within 4 ulp of NumPy's power), NumPy's exact special
+    # cases (2, 0.5, -1, 1) exactly, and only those under DeZero's rules.
     Op("pow", "pow(x, c)", ("c * pow(x, c - 1) * gy",),
        params=(("c", REQUIRED, "the exponent c"),),
-       kernel=True, doc="x ** c for a constant exponent c (not a Variable)",
-       kernel_exact=("c in (0, 1, -1, 2, 0.5)", "c in (1, 2, 3)")),
+       doc="x ** c for a constant exponent c (not a Variable)"),
     Op("exp", "exp(x)", ("gy * y",), doc="e ** x"),
     Op("log", "log(x)", ("gy / x",), doc="natural logarithm of x"),
-    Op("sin", "sin(x)", ("gy * cos(x)",), fused=True, doc="sine of x"),
-    Op("cos", "cos(x)", ("gy * -sin(x)",), fused=True, doc="cosine of x"),
-    Op("tan", "tan(x)", ("gy * (1 + y * y)",), fused=True, doc="tangent of x"),
-    Op("tanh", "tanh(x)", ("gy * (1 - y * y)",), fused=True, doc="hyperbolic tangent of x"),
-    Op("sqrt", "sqrt(x)", ("gy / (2 * y)",), fused=True, doc="square root of x"),
+    Op("sin", "sin(x)", ("gy * cos(x)",), doc="sine of x"),
+    Op("cos", "cos(x)", ("gy * -sin(x)",), doc="cosine of x"),
+    Op("tan", "tan(x)", ("gy * (1 + y * y)",), doc="tangent of x"),
+    Op("tanh", "tanh(x)", ("gy * (1 - y * y)",), doc="hyperbolic tangent of x"),
+    Op("sqrt", "sqrt(x)", ("gy / (2 * y)",), doc="square root of x"),
     Op("abs", "abs(x)", ("gy * sign(x)",), doc="absolute value of x"),
-    Op("sigmoid", "tanh(x * 0.5) * 0.5 + 0.5", ("gy * y * (1 - y)",), fused=True,
+    Op("sigmoid", "tanh(x * 0.5) * 0.5 + 0.5", ("gy * y * (1 - y)",),
        doc="logistic sigmoid 1 / (1 + e ** -x), computed through tanh"),
     Op("relu", "maximum(x, 0.0)", ("gy * (x > 0)",), cls="ReLU",
        doc="max(x, 0)"),

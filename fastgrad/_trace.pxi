@@ -25,6 +25,8 @@ import warnings as _warnings
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.math cimport copysign
 
+from fastgrad import _formulas
+
 
 class TraceWarning(UserWarning):
     """A traced function runs eagerly for a call signature; the message says why."""
@@ -46,8 +48,6 @@ cdef enum:
     _ADD = 2
     _GIVE = 3
     _MAX_PLANS = 256    # signatures per traced function before new ones run eagerly
-    _PLAN_BLOCK = 512   # elements per block of a fused plan's program
-    _PLAN_MAX_REGS = 64
 
 
 cdef inline _Recorder _active_recorder():
@@ -258,11 +258,10 @@ cdef class _Plan:
     cdef bint sum_last          # the result is the sum of the last op's array
     cdef object shape
     cdef int typenum
-    cdef _Instr* fcode
-    cdef _Instr* bcode
-    cdef int nfcode, nbcode, fregs, bregs, fout, nbout
-    cdef int* bout              # registers of the input grads
-    cdef int* bgrad             # their inputs
+    cdef Program fprog, bprog   # the forward and backward programs
+    cdef tuple fparams, bparams
+    cdef bint exact_pow         # the ops' powers take NumPy's exact cases only
+    cdef tuple bgrad            # the inputs bprog's outputs are the grads of
     cdef int container          # 0 one Variable, 1 tuple, 2 list
 
     def __dealloc__(self):
@@ -275,10 +274,6 @@ cdef class _Plan:
         free(self.slot_out)
         free(self.in_target)
         free(self.slot_in)
-        free(self.fcode)
-        free(self.bcode)
-        free(self.bout)
-        free(self.bgrad)
 
     cdef int _build(self, _Recorder rec, int container, list ret) except -1:
         cdef Py_ssize_t k, s, j
@@ -551,54 +546,44 @@ cdef class _Plan:
             like = a
         self.shape = like.shape
         self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>like)
+        self.exact_pow = any([type(t) is not tuple and (<Function>t)._full and not _keep_dtype
+                              for t in self.ops])
         forward = _Compiler(self, rec, kept, self.nin)
         regs = forward.forward()
-        result = regs[last.a if self.sum_last else last.out]
-        fcode, self.fregs = forward.allocate([result])
-        self.fout = forward.phys[result]
-        backward = _Compiler(self, rec, kept, self.nin + (0 if self.sum_last else 1))
+        self.fprog, self.fparams = forward.program([regs[last.a if self.sum_last else last.out]])
+        # The backward reads the inputs and the output's grad: an array, or
+        # for a final sum the 0-d grad of the sum, broadcast.
+        backward = _Compiler(self, rec, kept, self.nin + 1)
         regs = backward.forward()
-        if self.sum_last:
-            adj = {last.a: backward.emit(I_PARAM, fn=0)}
-        else:
-            adj = {last.out: self.nin}          # gy: the array after the inputs
+        adj = {(last.a if self.sum_last else last.out): self.nin}
         for k in range(self.nnodes):
             backward.adjoint(self.order[k], regs, adj)
         grads = [(j, adj[self.in_slot[j]]) for j in range(self.nin)
                  if self.in_target[j] >= 0 and self.in_slot[j] in adj]
-        bcode, self.bregs = backward.allocate([r for _, r in grads])
-        self.fcode = _instructions(fcode)
-        self.bcode = _instructions(bcode)
-        self.nfcode, self.nbcode, self.nbout = len(fcode), len(bcode), len(grads)
-        self.bout = <int*>malloc(max(1, self.nbout) * sizeof(int))
-        self.bgrad = <int*>malloc(max(1, self.nbout) * sizeof(int))
-        if self.bout == NULL or self.bgrad == NULL:
-            raise MemoryError()
-        for k, (j, r) in enumerate(grads):
-            self.bgrad[k] = j
-            self.bout[k] = backward.phys[r]
+        self.bprog, self.bparams = backward.program([r for _, r in grads])
+        self.bgrad = tuple([j for j, _ in grads])
         self.fused = True
         return 0
 
-    cdef list _fusable_arrays(self, list ins):
-        """The inputs' arrays if the fused programs may read them, else None."""
+    cdef list _plan_arrays(self, list ins):
+        """The inputs' arrays if they have the recorded shape and dtype."""
         arrays = []
         for a in ins:
             if isinstance(a, _Variable):
                 a = (<_Variable>a)._get_data()
-            if not _fusable(a, self.typenum, <cnp.ndarray>arrays[0] if arrays else a) \
-                    or a.shape != self.shape:
+            if (type(a) is not _ndarray or cnp.PyArray_TYPE(<cnp.ndarray>a) != self.typenum
+                    or a.shape != self.shape):
                 return None
             arrays.append(a)
         return arrays
 
     cdef object _replay_fused(self, list ins):
-        arrays = self._fusable_arrays(ins)
+        arrays = self._plan_arrays(ins)
         if arrays is None:
-            return None         # a strided or reshaped input: the eager replay
-        out = np.empty(self.shape, arrays[0].dtype)
-        _run_plan(self.fcode, self.nfcode, self.fregs, self.nin, arrays, 1, &self.fout,
-                  [out], self.typenum, NULL)
+            return None         # a reshaped input: the eager replay
+        out = evaluate(self.fprog, tuple(arrays), self.fparams, None, self.exact_pow)
+        if out is None:
+            return None         # a strided input: the eager replay
         if self.sum_last:
             out = _as_nd(out.sum(axis=None, keepdims=False))
         cdef _Variable y = _wrap_data(out, self.out_cls[0])
@@ -623,29 +608,15 @@ class _NotFusable(Exception):
     pass
 
 
-cdef _Instr* _instructions(list code) except NULL:
-    cdef _Instr* out = <_Instr*>malloc(max(1, len(code)) * sizeof(_Instr))
-    if out == NULL:
-        raise MemoryError()
-    for i, (op, dst, a, b, c, fn, value) in enumerate(code):
-        out[i].op, out[i].dst, out[i].a, out[i].b, out[i].c = op, dst, a, b, c
-        out[i].fn, out[i].value = fn, value
-    return out
-
-
-# Registers each opcode reads.
-_READS = {I_ADD: 2, I_SUB: 2, I_MUL: 2, I_DIV: 2, I_GT: 2, I_GE: 2, I_LT: 2, I_LE: 2,
-          I_UFUNC2: 2, I_NEG: 1, I_SIGN: 1, I_FABS: 1, I_SQRT: 1, I_UFUNC1: 1, I_WHERE: 3,
-          I_CONST: 0, I_PARAM: 0}
 cdef object _rows_by_class = None
 
 
 class _Compiler:
-    """Builds one register program from the table's formulas for a plan.
+    """Builds one evaluator program from the table's formulas for a plan.
 
     Registers below ``nfixed`` are arrays read in place (the inputs, then
-    the output grad); each instruction writes a new virtual register, and
-    ``allocate`` maps them onto as few scratch blocks as liveness allows.
+    the output grad); every op's formulas are emitted with its recorded
+    constants as immediates, then registers are allocated by liveness.
     """
 
     def __init__(self, plan, rec, kept, nfixed):
@@ -654,29 +625,7 @@ class _Compiler:
             from fastgrad._optable import OPS
             _rows_by_class = {op.class_name: op for op in OPS}
         self.rec, self.plan_kept, self.nfixed = rec, kept, nfixed
-        self.code = []
-        self.next = nfixed
-
-    def emit(self, op, a=0, b=0, c=0, fn=0, value=0.0):
-        d = self.next
-        self.next += 1
-        self.code.append((op, d, a, b, c, fn, float(value)))
-        return d
-
-    def formula(self, text, names, params):
-        from fastgrad._codegen import _program_inputs, compile_program
-        used = _program_inputs(text, list(names))
-        nin, nregs, out, code = compile_program(text, used, list(params))
-        base = self.next - nin
-        where = lambda r: names[used[r]] if r < nin else base + r
-        for op, dst, a, b, c, fn, value in code:
-            if op == I_PARAM:
-                op, value, fn = I_CONST, params[list(params)[fn]], 0
-            self.code.append((op, where(dst), where(a) if _READS[op] > 0 else 0,
-                              where(b) if _READS[op] > 1 else 0,
-                              where(c) if _READS[op] > 2 else 0, fn, float(value)))
-        self.next = base + nregs
-        return where(out)
+        self.builder = _formulas.Builder(nfixed)
 
     def node(self, k):
         """(table row, its constants, its operand slots) of live op ``k``."""
@@ -690,9 +639,14 @@ class _Compiler:
             if type(v) not in (int, float):
                 raise _NotFusable()
             params[p[0]] = v
-        if row.name == "pow" and params["c"] != 2:
-            raise _NotFusable()         # other exponents: NumPy's power special cases
         return row, params, operands
+
+    def formula(self, text, names, params):
+        self.builder.params = params
+        try:
+            return self.builder.formula(text, names)
+        except _formulas.NotCompilable:
+            raise _NotFusable() from None
 
     def operand(self, s, regs):
         rec = self.rec
@@ -700,7 +654,7 @@ class _Compiler:
             c = rec.objs[s]
             if type(c) not in (int, float, bool):
                 raise _NotFusable()
-            return self.emit(I_CONST, value=c)
+            return self.builder.emit("CONST", value=c)
         return regs[s]
 
     def forward(self):
@@ -712,10 +666,7 @@ class _Compiler:
                 continue
             row, params, operands = self.node(k)
             xs = [self.operand(s, regs) for s in operands]
-            if row.name == "pow":
-                regs[out] = self.emit(I_MUL, xs[0], xs[0])     # x ** 2 is x * x
-            else:
-                regs[out] = self.formula(row.forward, dict(zip(row.inputs, xs)), params)
+            regs[out] = self.formula(row.forward, dict(zip(row.inputs, xs)), params)
         return regs
 
     def adjoint(self, k, regs, adj):
@@ -730,93 +681,19 @@ class _Compiler:
         for i, s in enumerate(operands):
             if self.rec.kinds[s] == _CONST:
                 continue
-            if row.name == "pow":       # (c * x) * gy, the kernel's order for c = 2
-                g = self.emit(I_MUL, self.emit(I_MUL, self.emit(I_CONST, value=2.0),
-                                               names["x"]), adj[out])
-            else:
-                g = self.formula(row.grads[i], names, params)
-            adj[s] = g if s not in adj else self.emit(I_ADD, adj[s], g)
+            g = self.formula(row.grads[i], names, params)
+            adj[s] = g if s not in adj else self.builder.emit("ADD", adj[s], g)
 
-    def allocate(self, keep):
-        """Map virtual registers onto scratch blocks; ``keep`` live to the end."""
-        code, nfixed = self.code, self.nfixed
-        # Drop what nothing reads (the backward's recomputed values it does
-        # not need), last instruction first.
-        needed, live = set(keep), []
-        for ins in reversed(code):
-            if ins[1] in needed:
-                live.append(ins)
-                needed.update(ins[2:2 + _READS[ins[0]]])
-        code = live[::-1]
-        last = {}
-        for i, ins in enumerate(code):
-            for r in ins[2:2 + _READS[ins[0]]]:
-                last[r] = i
-        for r in keep:
-            last[r] = len(code)
-        self.phys = {r: r for r in range(nfixed)}
-        free, top, out = [], nfixed, []
-        for i, (op, d, a, b, c, fn, value) in enumerate(code):
-            reads = [self.phys[r] for r in (a, b, c)[:_READS[op]]]
-            for r in set((a, b, c)[:_READS[op]]):
-                if r >= nfixed and last.get(r) == i:
-                    free.append(self.phys[r])
-            if free:
-                p = free.pop()
-            else:
-                p, top = top, top + 1
-            self.phys[d] = p
-            reads += [0] * (3 - len(reads))
-            out.append((op, p, reads[0], reads[1], reads[2], fn, value))
-        if top > _PLAN_MAX_REGS:
-            raise _NotFusable()
-        return out, top
-
-
-cdef int _run_plan(const _Instr* code, int ncode, int nregs, int nfixed, list arrays,
-                   int nout, const int* out_regs, list outs, int typenum,
-                   const double* params) except -1:
-    """Run a plan's program over the arrays (all of one shape, C order)."""
-    cdef void* ins[_PLAN_MAX_REGS]
-    cdef void* o[_PLAN_MAX_REGS]
-    cdef Py_ssize_t i, size = cnp.PyArray_SIZE(<cnp.ndarray>arrays[0])
-    for i in range(nfixed):
-        ins[i] = cnp.PyArray_DATA(<cnp.ndarray>arrays[i])
-    for i in range(nout):
-        o[i] = cnp.PyArray_DATA(<cnp.ndarray>outs[i])
-    cdef void* scratch = malloc(max(1, nregs - nfixed) * _PLAN_BLOCK * sizeof(double))
-    if scratch == NULL:
-        raise MemoryError()
-    with nogil:
-        if typenum == cnp.NPY_DOUBLE:
-            _run_plan_blocks(code, ncode, nregs, nfixed, <double**>ins, nout, out_regs,
-                             <double**>o, size, params, 0, <double*>scratch)
-        else:
-            _run_plan_blocks(code, ncode, nregs, nfixed, <float**>ins, nout, out_regs,
-                             <float**>o, size, params, 1, <float*>scratch)
-    free(scratch)
-    return 0
-
-
-cdef void _run_plan_blocks(const _Instr* code, int ncode, int nregs, int nfixed,
-                           floating** ins, int nout, const int* out_regs, floating** outs,
-                           Py_ssize_t size, const double* params, int t,
-                           floating* scratch) noexcept nogil:
-    cdef floating* reg[_PLAN_MAX_REGS]
-    cdef Py_ssize_t start = 0, m
-    cdef int r, k
-    for r in range(nfixed, nregs):
-        reg[r] = scratch + (r - nfixed) * _PLAN_BLOCK
-    while start < size:
-        m = size - start
-        if m > _PLAN_BLOCK:
-            m = _PLAN_BLOCK
-        for r in range(nfixed):
-            reg[r] = ins[r] + start
-        _run_block(code, ncode, reg, m, params, t)
-        for k in range(nout):
-            memcpy(outs[k] + start, reg[out_regs[k]], m * sizeof(floating))
-        start += m
+    def program(self, outputs):
+        """The Program computing ``outputs`` and its parameter values."""
+        b = self.builder
+        code = _formulas.fold_constants(b.code, set(outputs))
+        code, nregs, outs = _formulas.allocate(code, self.nfixed, outputs)
+        try:
+            prog = Program(self.nfixed, nregs, outs, code, tuple(b.param_exprs))
+        except ValueError:      # too many registers or outputs for the evaluator
+            raise _NotFusable() from None
+        return prog, b.param_values()
 
 
 cdef inline bint _const_value(object c, double* out):
@@ -996,33 +873,25 @@ cdef int _step_fused(_TracedCall node, bint retain_grad) except -1:
     """A fused plan's backward: one pass over the inputs and the grad."""
     cdef _Plan plan = node.plan
     cdef Py_ssize_t k
-    cdef double g0 = 0.0
     if node._out1 == NULL or not (<_Variable>node._out1)._has_grad():
         return 0
     cdef _Variable o = <_Variable>node._out1
     gy = _grad_array(o)
-    arrays = list(node.arrays)
-    eager = False
-    if plan.sum_last:
-        eager = not (type(gy) is _ndarray and gy.shape == () and gy.dtype == arrays[0].dtype)
-        if not eager:
-            g0 = float(gy)          # exact: float32 and float64 fit a double
-    else:
-        eager = not _fusable(gy, plan.typenum, <cnp.ndarray>arrays[0])
-        arrays.append(gy)
-    for k in range(plan.nbout):
+    eager = plan.sum_last and not (type(gy) is _ndarray and gy.shape == ())
+    for j in plan.bgrad:
         # A grad already there would be added to once per contribution.
-        eager = eager or (<_Variable>node.all_inputs[plan.bgrad[k]])._has_grad()
-    if eager:
+        eager = eager or (<_Variable>node.all_inputs[j])._has_grad()
+    outs = None
+    if not eager:
+        outs = evaluate(plan.bprog, node.arrays + (gy,), plan.bparams, None, plan.exact_pow)
+    if outs is None:        # a grad of another dtype or layout
         return _step_traced_eagerly(node, retain_grad, False)
     if not retain_grad:
         _clear_grad(o)
-    dtype = arrays[0].dtype
-    outs = [np.empty(plan.shape, dtype) for k in range(plan.nbout)]
-    _run_plan(plan.bcode, plan.nbcode, plan.bregs, len(arrays), arrays, plan.nbout,
-              plan.bout, outs, plan.typenum, &g0)
-    arrays = gy = None
-    for k in range(plan.nbout):
+    if type(outs) is not tuple:
+        outs = (outs,)
+    gy = None
+    for k in range(len(plan.bgrad)):
         _deliver(<_Variable>node.all_inputs[plan.bgrad[k]], outs[k], True)
     return 0
 
