@@ -40,7 +40,8 @@ common = dict(
 
 extensions = [
     Extension(f"fastgrad.{name}", [f"fastgrad/{name}.pyx"], **common)
-    for name in ("_alloc", "_threads", "_eval", "_core", "_ops", "_conv")
+    # _stream: fastgrad-bench's memory-bandwidth probe, on the same thread pool.
+    for name in ("_alloc", "_threads", "_eval", "_core", "_ops", "_conv", "_stream")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -6,8 +6,9 @@ import os
 import sys
 import time
 
-from . import measure, report, targets
+from . import measure, report, roofline, targets
 from . import peers as P
+from . import threads as T
 from .measure import Settings
 from .suites import SUITES
 
@@ -36,6 +37,13 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
         return value
     return parse
+
+
+def _thread_list(text):
+    try:
+        return T.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _peer_list(text):
@@ -77,6 +85,14 @@ def run_parser():
                    help="an iteration longer than this is timed once, not interleaved "
                         "(marked *); scaling cells predicted over 5x it are skipped "
                         "(default 1)")
+    p.add_argument("--threads", type=_thread_list, metavar="LIST", default="1,all",
+                   help="thread settings of the threaded suites (kernels, unary, fused, "
+                        "lstsq, mlp, conv), comma-separated counts or 'all' (the cores "
+                        "this process may use); every peer runs each setting (default "
+                        "1,all); the other suites run on one thread")
+    p.add_argument("--targets", metavar="FILE",
+                   help="acceptance targets to evaluate (default: the shipped "
+                        "fastgrad/bench/targets.json)")
     p.add_argument("--times", action="store_true",
                    help="tables of every peer's median time instead of ratios")
     p.add_argument("--json", metavar="PATH", help="write raw timings and metadata here")
@@ -103,6 +119,8 @@ def show_parser():
                                 description="Print the tables of a recorded --json run.")
     p.add_argument("path", metavar="RUN.json")
     p.add_argument("--times", action="store_true", help="median times instead of ratios")
+    p.add_argument("--targets", metavar="FILE",
+                   help="evaluate these targets on the run instead of the recorded ones")
     return p
 
 
@@ -136,6 +154,25 @@ def _suite_refusal(suite):
     return f"this fastgrad has no {', '.join(missing)}" if missing else None
 
 
+def _children(names, thread_counts, workers):
+    """Availability of the peers served by child processes, asked of the
+    child of the first thread setting (started now, kept for the run)."""
+    out = {}
+    for name in names:
+        env = P.child_env(name, thread_counts[0])
+        if env is None:
+            continue
+        key = tuple(sorted(env.items()))
+        if key not in workers:
+            workers[key] = measure.Worker(env)
+        try:
+            out.update(workers[key].call(cmd="hello", peers=[name])["peers"])
+        except RuntimeError as exc:
+            out[name] = {"available": False, "reason": f"child process: {exc}",
+                         "details": {}}
+    return out
+
+
 def _memory(case):
     size, depth = case.params["size"], case.params["depth"]
     info = {"status": "ok", "reason": None, "size": size, "depth": depth, "rows": []}
@@ -152,12 +189,21 @@ def _memory(case):
 def run(argv):
     args = parse_run_args(argv)
     started = time.time()
-    names = [n for n in args.peer_list]
-    status = {}
+    try:
+        T.require_blas_control()
+        target_rows = targets.load(args.targets)
+    except (T.Unsupported, ValueError) as exc:
+        print(f"fastgrad-bench: error: {exc}", file=sys.stderr)
+        return 2
+    names = list(args.peer_list)
+    status, workers = {}, {}
+    remote = _children([n for n in names if P.installed(n)], args.threads, workers)
     for name in names:
         details = {}
         reason = None if P.installed(name) else f"not installed: {P.PEER_INFO[name][2]}"
-        if reason is None and name not in P.SUBPROCESS:
+        if reason is None and name in remote:
+            reason, details = remote[name]["reason"], remote[name]["details"]
+        elif reason is None:
             try:  # import now: import time stays out of the first timing
                 details = P.get(name).versions
             except P.Unavailable as exc:
@@ -167,18 +213,20 @@ def run(argv):
         if reason:
             _log(f"peer {name}: skipped ({reason})")
     build = report.fastgrad_build()
-    # The imported modules' objects (torch, jax: ~10^5) out of the collector's
+    # The imported modules' objects (torch: ~10^5) out of the collector's
     # reach: gc.collect() between repeats then costs microseconds.
     gc.collect()
     gc.freeze()
 
     doc = {"schema": report.SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "command": ["fastgrad-bench"] + list(argv), "tier": args.tier,
-           "settings": vars(args.settings), "suites": {}, "results": [], "memory": None}
+           "settings": vars(args.settings), "threads": args.threads,
+           "suites": {}, "results": [], "memory": None, "roofline": None,
+           "targets_file": args.targets or targets.DEFAULT_PATH}
     plan = []
     for name in args.suites:
         suite = SUITES[name]
-        cases = [c for c in suite.cases(args.tier)
+        cases = [c for c in suite.cases(args.tier, args.threads)
                  if not args.filter or any(f in c.label for f in args.filter)]
         if not cases:
             continue
@@ -186,14 +234,20 @@ def run(argv):
         doc["suites"][name] = {"status": "skipped" if why else "ok", "reason": why}
         plan.append((suite, [] if why else cases))
     total = max(1, sum(len(c) for _, c in plan))
-    workers, done = {}, 0
+    done = 0
+    if any(s.traffic and cases for s, cases in plan):
+        _log("roofline: timing STREAM copy and triad")
+        doc["roofline"] = roofline.measure(args.threads)
+        print(report.roofline_table(doc["roofline"]) + "\n", flush=True)
 
     def runner(suite, case, name):
-        if name in P.SUBPROCESS:
-            if name not in workers:
-                workers[name] = measure.Worker(P.SUBPROCESS[name])
-            return measure.Remote(workers[name], suite, case, name)
-        return measure.Local(suite, case, name)
+        env = P.child_env(name, case.threads or 1)
+        if env is None:
+            return measure.Local(suite, case, name)
+        key = tuple(sorted(env.items()))
+        if key not in workers:
+            workers[key] = measure.Worker(env)
+        return measure.Remote(workers[key], suite, case, name)
 
     budget = measure.Budget(args.settings)
     try:
@@ -204,9 +258,12 @@ def run(argv):
                 if suite.name == "memory":
                     doc["memory"] = _memory(case)
                     continue
+                state = T.apply(case.threads or 1)
                 live = [n for n in names if status[n]["available"]]
                 rec = measure.run_case(suite, case, live, args.settings, budget,
-                                       runner, _log)
+                                       runner, _log, tails=suite.threaded)
+                rec["thread_state"] = state
+                roofline.annotate(rec, suite, case, doc["roofline"])
                 for n in names:
                     if not status[n]["available"]:
                         rec["peers"][n] = {"status": "skipped", "reason": status[n]["reason"]}
@@ -223,9 +280,9 @@ def run(argv):
             w.close()
         gc.unfreeze()
 
-    doc["targets"] = targets.evaluate(doc)
+    doc["targets"] = targets.evaluate(doc, target_rows)
     if doc["results"]:
-        print(targets.format_targets(doc["targets"]), flush=True)
+        print(targets.format_targets(doc["targets"], args.targets), flush=True)
     doc["machine"] = dict(report.machine(status), fastgrad_build=build)
     doc["elapsed_seconds"] = time.time() - started
     if args.json:
@@ -268,6 +325,13 @@ def main(argv=None):
         doc = _load(args.path, cmd)
         if doc is None:
             return 2
+        if args.targets:
+            try:
+                doc = dict(doc, targets=targets.evaluate(doc, targets.load(args.targets)),
+                           targets_file=args.targets)
+            except ValueError as exc:
+                print(f"fastgrad-bench show: error: {exc}", file=sys.stderr)
+                return 2
         print(report.render_document(doc, args.times))
         return 0
     return run(argv)

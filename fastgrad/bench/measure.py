@@ -9,14 +9,21 @@ in turn (A, B, C, A, B, C, ...), with the cyclic GC off, so that a noisy
 stretch of time hits every peer alike.  A peer's figure against fastgrad is
 the median over rounds of (peer time / fastgrad time in the same round).
 
-Peers that must run in another process (fastgrad-pure) sit behind the same
-interface, served by a child running ``python -m fastgrad.bench _worker``.
+Peers that run in another process (fastgrad-pure, which needs
+``FASTGRAD_PURE=1`` at import, and the jax peers, whose thread pools are
+fixed at import: one child per thread setting) sit behind the same
+interface, served by a child running ``python -m fastgrad.bench _worker``
+that sets its own libraries' threads to the case's setting.
+
+In a threaded suite each iteration's timed seconds are kept too, so that
+the worst case (a thread the OS did not schedule holding up the others)
+is reported beside the median; so is each repeat's CPU time over its wall
+time, the number of cores a peer really kept busy.
 """
 import gc
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -26,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import peers as P
+from . import threads as T
+from .stats import summary, tail
 from .suites import SUITES, Case
 
 
@@ -107,16 +116,21 @@ def build(suite, case, peer, notes):
     return Bench(setup, phases, capture)
 
 
-def _iterate(bench, acc, capture=False):
-    """One iteration; adds each phase's seconds to ``acc``."""
-    perf, got = time.perf_counter, None
+def _iterate(bench, acc, capture=False, iters=None):
+    """One iteration; adds each phase's seconds to ``acc`` and, given a list
+    ``iters``, appends the iteration's timed seconds to it."""
+    perf, got, busy = time.perf_counter, None, 0.0
     s = bench.setup()
     for k, (name, fn) in enumerate(bench.phases):
         if capture and name == "del":
             got = bench.capture(s)
         t0 = perf()
         fn(s)
-        acc[k] += perf() - t0
+        dt = perf() - t0
+        acc[k] += dt
+        busy += dt
+    if iters is not None:
+        iters.append(busy)
     if capture and got is None:
         got = bench.capture(s)
     return got
@@ -164,7 +178,7 @@ _refs = {}
 
 def reference(suite, case):
     """The suite's reference of ``case``, computed once for all peers."""
-    key = (case.label, json.dumps(case.params, sort_keys=True))
+    key = (case.base_label, json.dumps(case.params, sort_keys=True))
     if key not in _refs:
         _refs.clear()  # one case at a time: big arrays do not pile up
         _refs[key] = suite.reference(case)
@@ -194,7 +208,7 @@ class Local:
             self.bench = build(self.suite, self.case, peer, notes)
             acc = [0.0] * len(self.bench.phases)
             got = _iterate(self.bench, acc, capture=True)
-            problem = check(_fault(self.name, got), reference(self.suite, self.case),
+            problem = check(got, reference(self.suite, self.case),
                             self.suite.tolerance(self.case), peer.kind == "forward")
         except Exception as exc:
             return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"
@@ -216,25 +230,34 @@ class Local:
         return the loop count of a ``target``-second repeat."""
         n = 1
         while True:
-            per_iteration = _busy(self.repeat(n))
+            per_iteration = _busy(self.repeat(n)["times"])
             if per_iteration * n >= target / 5 or n >= max_loops:
                 break
             n = min(max_loops, n * (4 if per_iteration * n < target / 20 else 2))
         return max(1, min(max_loops, round(target / max(per_iteration, 1e-9))))
 
-    def repeat(self, loops):
-        """``loops`` iterations with the cyclic GC off: seconds per iteration."""
+    def repeat(self, loops, iters=False):
+        """``loops`` iterations with the cyclic GC off.  Returns ``{"times":
+        seconds per iteration by phase, "cores": the process's CPU time over
+        the wall time of the repeat}``, and with ``iters`` the timed seconds
+        of each iteration (``"iters"``)."""
         acc = [0.0] * len(self.bench.phases)
+        each = [] if iters else None
         gc.collect()  # untimed: cycles from before go now
         enabled = gc.isenabled()
         gc.disable()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         try:
             for _ in range(loops):
-                _iterate(self.bench, acc)
+                _iterate(self.bench, acc, iters=each)
         finally:
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
             if enabled:
                 gc.enable()
-        return self._times(acc, loops)
+        out = {"times": self._times(acc, loops), "cores": cpu / wall if wall > 0 else None}
+        if iters:
+            out["iters"] = each
+        return out
 
     def close(self):
         self.bench = None
@@ -243,17 +266,6 @@ class Local:
 def _busy(times):
     """Seconds of one iteration: the sum of its phases."""
     return sum(v for k, v in times.items() if k != "total")
-
-
-# Test-only: FASTGRAD_BENCH_FAULT=<peer> perturbs that peer's results so
-# that the exclusion of wrong peers can be exercised end to end.
-FAULT_ENV = "FASTGRAD_BENCH_FAULT"
-
-
-def _fault(name, got):
-    if os.environ.get(FAULT_ENV) == name:
-        got = dict(got, out=np.asarray(got["out"], dtype=np.float64) * 1.5 + 1.0)
-    return got
 
 
 class Worker:
@@ -312,14 +324,22 @@ class Remote:
     def calibrate(self, target):
         return self.worker.call(cmd="calibrate", id=self.id, target=target)["loops"]
 
-    def repeat(self, loops):
-        return self.worker.call(cmd="repeat", id=self.id, loops=loops)["times"]
+    def repeat(self, loops, iters=False):
+        return self.worker.call(cmd="repeat", id=self.id, loops=loops, iters=iters)["sample"]
 
     def close(self):
         try:
             self.worker.call(cmd="close", id=self.id)
         except RuntimeError:
             pass
+
+
+def _availability(name):
+    """Whether peer ``name`` loads in this process, and its versions."""
+    try:
+        return {"available": True, "reason": None, "details": P.get(name).versions}
+    except P.Unavailable as exc:
+        return {"available": False, "reason": str(exc), "details": {}}
 
 
 def worker_main():
@@ -335,13 +355,20 @@ def worker_main():
         try:
             if cmd == "exit":
                 break
-            if cmd == "open":
-                runners[rid] = Local(SUITES[msg["suite"]], Case(**msg["case"]), msg["peer"])
+            if cmd == "hello":
+                reply = {"peers": {name: _availability(name) for name in msg["peers"]}}
+            elif cmd == "open":
+                case = Case(**msg["case"])
+                # The parent set its own libraries; this process sets its own,
+                # before the check and again once the peer's modules are loaded.
+                T.apply(case.threads or 1)
+                runners[rid] = Local(SUITES[msg["suite"]], case, msg["peer"])
                 reply = runners[rid].open()
+                reply["thread_state"] = T.apply(case.threads or 1)
             elif cmd == "calibrate":
                 reply = {"loops": runners[rid].calibrate(msg["target"])}
             elif cmd == "repeat":
-                reply = {"times": runners[rid].repeat(msg["loops"])}
+                reply = {"sample": runners[rid].repeat(msg["loops"], msg.get("iters", False))}
             else:
                 runners.pop(rid, None)
                 reply = {}
@@ -355,14 +382,6 @@ def worker_main():
 # ---------------------------------------------------------------------------
 # one case, all peers, interleaved
 # ---------------------------------------------------------------------------
-def summary(samples):
-    """Median and quartiles (inclusive method) of a list of numbers."""
-    s = sorted(samples)
-    q = statistics.quantiles(s, n=4, method="inclusive") if len(s) > 1 else [s[0]] * 3
-    return {"median": statistics.median(s), "q1": q[0], "q3": q[2],
-            "min": s[0], "max": s[-1], "samples": list(samples)}
-
-
 class Budget:
     """Skips cells with a size ``n`` predicted to take more than
     ``skip_factor * max_time`` per iteration, extrapolating the same workload
@@ -374,7 +393,7 @@ class Budget:
         self.points = {}
 
     def refusal(self, case, name):
-        n, pts = case.params.get("n"), self.points.get((case.workload, name))
+        n, pts = case.params.get("n"), self.points.get((case.workload, case.threads, name))
         if n is None or not pts:
             return None
         (n0, t0), slope = pts[-1], 1.0
@@ -389,7 +408,7 @@ class Budget:
 
     def record(self, case, name, seconds):
         if "n" in case.params and seconds:
-            self.points.setdefault((case.workload, name), []).append(
+            self.points.setdefault((case.workload, case.threads, name), []).append(
                 (case.params["n"], seconds))
 
 
@@ -400,7 +419,7 @@ def _ready(r, info, settings):
     # The check paid one-off costs (thread pools, compiles): still too long?
     if settings.max_time < _busy(first) < (math.inf if cold else
                                            max(3 * settings.max_time, 2.0)):
-        first = r.repeat(1)
+        first = r.repeat(1)["times"]
     if _busy(first) > settings.max_time:
         # One honest sample instead of minutes of waiting; not interleaved.
         info.update(single=True, loops=1, phases={k: summary([v]) for k, v in first.items()})
@@ -409,16 +428,20 @@ def _ready(r, info, settings):
     return True
 
 
-def run_case(suite, case, names, settings, budget=None, runner=None, log=None):
+def run_case(suite, case, names, settings, budget=None, runner=None, log=None, tails=False):
     """Measure ``case`` on every peer in ``names``; return its record.
 
     ``runner(suite, case, name)`` makes the runner of a peer (default:
-    :class:`Local`); ``log(text)`` gets skip and failure notes.
+    :class:`Local`); ``log(text)`` gets skip and failure notes; ``tails``
+    keeps every timed iteration's seconds (a peer's ``"tail"``: median,
+    95th percentile and worst single iteration over all rounds).
     """
     runner, log = runner or Local, log or (lambda text: None)
     started = time.perf_counter()
     rec = {"suite": case.suite, "workload": case.workload, "params": case.params,
-           "label": case.label, "ops": case.ops, "peers": {}, "ratios": {}}
+           "label": case.label, "base_label": case.base_label,
+           "threads": case.threads or 1, "threaded": case.threads is not None,
+           "ops": case.ops, "peers": {}, "ratios": {}}
     peers = rec["peers"]
 
     def guarded(name, step):
@@ -443,12 +466,20 @@ def run_case(suite, case, names, settings, budget=None, runner=None, log=None):
     for _ in range(settings.rounds):
         for name, (r, rounds) in list(timed.items()):
             loops = peers[name]["loops"]
-            if not guarded(name, lambda: rounds.append(r.repeat(loops)) or True):
+            if not guarded(name, lambda: rounds.append(r.repeat(loops, tails)) or True):
                 timed.pop(name)[0].close()
     for name, (r, rounds) in timed.items():
         r.close()  # samples stay in round order: the ratios pair them up
-        peers[name]["phases"] = {k: summary([t[k] for t in rounds]) for k in rounds[0]}
+        info = peers[name]
+        times = [sample["times"] for sample in rounds]
+        info["phases"] = {k: summary([t[k] for t in times]) for k in times[0]}
+        cores = [sample["cores"] for sample in rounds if sample.get("cores")]
+        info["cores"] = summary(cores)["median"] if cores else None
+        if tails:
+            info["tail"] = tail([x for sample in rounds for x in sample["iters"]])
     for name, info in peers.items():
+        if tails and info["status"] == "ok" and info.get("single"):
+            info["tail"] = tail([_busy({k: v["median"] for k, v in info["phases"].items()})])
         if info["status"] == "failed":
             log(f"  {name}: failed: {info['reason']}")
         elif budget and info["status"] == "ok":

@@ -30,18 +30,33 @@ PEER_INFO = {
                "pip install dezero==0.0.13 matplotlib"),
     "dezero-full": ("DeZero 0.0.13 dezero.core + dezero.functions (grads are "
                     "Variables)", "dezero", "pip install dezero==0.0.13 matplotlib"),
-    "torch": ("PyTorch, CPU, one thread", "torch",
+    "torch": ("PyTorch, CPU, at the run's thread setting", "torch",
               "pip install torch==2.13.0"),
     "autograd": ("HIPS autograd", "autograd", "pip install autograd"),
-    "jax": ("JAX eager, float64 on CPU: jax.vjp on every call", "jax",
-            "pip install jax"),
+    "jax": ("JAX eager, float64 on CPU: jax.vjp on every call (in a child process "
+            "per thread setting)", "jax", "pip install jax"),
     "jax-jit": ("JAX jit(value_and_grad(f)), float64 on CPU, compiled once per "
-                "workload (compile time reported apart)", "jax", "pip install jax"),
+                "workload (compile time reported apart; in a child process per "
+                "thread setting)", "jax", "pip install jax"),
 }
 PEERS = tuple(PEER_INFO)
 REFERENCE = "fastgrad"
-# Peers that run in a child process, with the environment they need there.
+# Peers that can only run in a child process, with the environment they need.
 SUBPROCESS = {"fastgrad-pure": {"FASTGRAD_PURE": "1"}}
+# Peers whose thread pools are sized at import: a child per thread setting.
+FIXED_AT_IMPORT = ("jax", "jax-jit")
+
+
+def child_env(name, threads):
+    """The extra environment of the child process that runs peer ``name`` at
+    ``threads`` threads, or None when it runs in this process.  Peers with
+    equal environments share a child."""
+    if name in SUBPROCESS:
+        return dict(SUBPROCESS[name])
+    if name in FIXED_AT_IMPORT:
+        from .threads import xla_env
+        return xla_env(threads)
+    return None
 
 
 class Unavailable(Exception):
@@ -359,10 +374,13 @@ class Torch(Peer):
     def __init__(self, name):
         super().__init__(name)
         torch, tF = _imports(name, "torch", "torch.nn.functional")
-        # One thread, like NumPy and fastgrad's kernels: with its default two,
-        # each op waits at a thread barrier for a core another process holds
-        # (lstsq N=1e4 on the shared 2-core machine: 26 ms instead of 0.17).
-        torch.set_num_threads(1)
+        # The intra-op threads follow the run's setting (threads.apply).  The
+        # inter-op pool runs nothing in eager CPU workloads, and its size can
+        # only be set before first use: one thread, once.
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already used by an earlier import: keep it
+            pass
         self.torch = torch
         self.F = types.SimpleNamespace(
             **{n: getattr(torch, n) for n in ELEMENTWISE}, matmul=torch.matmul,
@@ -370,7 +388,7 @@ class Torch(Peer):
             mean_squared_error=tF.mse_loss, softmax_cross_entropy=tF.cross_entropy,
             conv2d=tF.conv2d, pooling=tF.max_pool2d, sum=torch.sum,
             vgg16=_torch_vgg16(torch))
-        self.versions = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        self.versions = {"torch": torch.__version__}
 
     def prepare(self, a):
         return self.torch.from_numpy(np.asarray(a))

@@ -10,10 +10,15 @@ import time
 import numpy as np
 
 from . import peers as P
-from .measure import summary
+from . import targets as TG
+from .stats import exponents, geomean
 from .suites import SUITES, fmt_n
 
-SCHEMA = "fastgrad-bench/2"
+# 3: thread settings (a record's "threads", labels "... thr=N"), the
+# roofline ("roofline", a record's "traffic" and "bandwidth"), single
+# iterations (a peer's "tail", "cores").  Version 2 files are a subset.
+SCHEMA = "fastgrad-bench/3"
+READABLE = ("fastgrad-bench/2", SCHEMA)
 UNITS = (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9))
 ENV_PREFIXES = ("MALLOC_", "FASTGRAD_", "OMP_", "MKL_", "OPENBLAS_", "XLA_", "JAX_",
                 "PYTHONMALLOC", "LD_PRELOAD")
@@ -62,6 +67,11 @@ def machine(peer_status):
     except Exception as exc:
         blas = {"error": repr(exc)}
     mem = _proc("/proc/meminfo", "MemTotal")
+    try:  # the thread pools loaded in this process, as threadpoolctl sees them
+        import threadpoolctl
+        pools = threadpoolctl.threadpool_info()
+    except Exception as exc:
+        pools = {"error": repr(exc)}
     return {
         "cpu_model": _proc("/proc/cpuinfo", "model name") or platform.processor(),
         "cpu_count": os.cpu_count(),
@@ -70,7 +80,7 @@ def machine(peer_status):
         "mem_total_bytes": int(mem.split()[0]) * 1024 if mem else None,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "numpy": np.__version__, "numpy_blas": blas,
+        "numpy": np.__version__, "numpy_blas": blas, "threadpools": pools,
         "peers": peer_status,
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
         "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -97,6 +107,10 @@ def fmt_num(x):
     return f"{x:.4g}" if abs(x) >= 0.001 or x == 0 else f"{x:.2e}"
 
 
+def _fmt3(x):
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
 def fmt_ratio(r):
     return "-" if r is None else (f"{r:.3g}x" if r < 100 else f"{r:,.0f}x")
 
@@ -113,28 +127,50 @@ def render(headers, rows, left=2):
                      + [line(r) for r in rows])
 
 
-def geomean(values):
-    vals = [v for v in values if v and v > 0 and math.isfinite(v)]
-    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else None
-
-
 def _phase_label(suite, phase):
     if phase == "total":
         return {"mlp": "step", "newton": "10 steps"}.get(suite.name, "fwd+bwd")
     return phase
 
 
+def _case(rec, name):
+    """A record's case column: its label without the suite and threads."""
+    return rec.get("base_label", rec["label"])[len(name) + 1:]
+
+
+def _status_cell(info):
+    if not info:
+        return ""
+    return {"skipped": "skip", "failed": "FAIL"}.get(info["status"])
+
+
+def _threaded(recs):
+    return any(r.get("threaded") for r in recs)
+
+
+THREADS_NOTE = ("thr: the thread count of every peer (fastgrad's pool, NumPy's BLAS, "
+                "torch's intra-op threads; jax and jax-jit: XLA's Eigen pool off at 1, "
+                "XLA's own count above); ratios pair cells of the same thr")
+
+
+def _columns(recs):
+    peers = [p for p in P.PEERS if any(p in r["peers"] for r in recs)]
+    others = [p for p in peers if p != P.REFERENCE]
+    return ([P.REFERENCE] + others if P.REFERENCE in peers else others), others
+
+
 def suite_table(doc, name, times=False):
-    """The table of suite ``name``: rows = case x phase; fastgrad's median
-    time, then each peer's ratio to it (or, ``times``, each peer's time)."""
+    """The table of suite ``name``: rows = case x phase (x thread setting);
+    fastgrad's median time, then each peer's ratio to it at the same
+    setting (or, ``times``, each peer's time)."""
     suite, recs = SUITES[name], [r for r in doc["results"] if r["suite"] == name]
     info = doc.get("suites", {}).get(name, {})
     if info.get("status") == "skipped":
         return f"== {suite.title} ==\nSKIP: {info['reason']}"
     if not recs:
         return ""
-    peers = [p for p in P.PEERS if any(p in r["peers"] for r in recs)]
-    others = [p for p in peers if p != P.REFERENCE]
+    order, others = _columns(recs)
+    threaded = _threaded(recs)
 
     def t(rec, peer, phase):
         info = rec["peers"].get(peer, {})
@@ -144,15 +180,13 @@ def suite_table(doc, name, times=False):
     unit, scale = pick_unit([t(r, P.REFERENCE, ph) for r in recs for ph in suite.rows])
     rows, gm = [], {}
     for rec in recs:
-        case = rec["label"][len(name) + 1:]
+        thr = [str(rec.get("threads", ""))] if threaded else []
         for phase in suite.rows:
-            row = [case, _phase_label(suite, phase)]
-            for peer in ([P.REFERENCE] + others if P.REFERENCE in peers else others):
+            row = [_case(rec, name), _phase_label(suite, phase)] + thr
+            for peer in order:
                 info = rec["peers"].get(peer)
-                if not info:
-                    row.append("")
-                elif info["status"] != "ok":
-                    row.append({"skipped": "skip", "failed": "FAIL"}[info["status"]])
+                if not info or info["status"] != "ok":
+                    row.append(_status_cell(info))
                 elif peer == P.REFERENCE or times:
                     v = t(rec, peer, phase)
                     row.append("" if v is None else fmt_num(v / scale)
@@ -161,22 +195,113 @@ def suite_table(doc, name, times=False):
                     r = rec["ratios"].get(peer, {}).get(phase)
                     row.append(_ratio_cell(r))
                     if r:
-                        gm.setdefault((peer, phase), []).append(r["median"])
+                        gm.setdefault((peer, phase, rec.get("threads")), []).append(
+                            r["median"])
             rows.append(row)
     if suite.geomean and not times and gm:
-        for phase in suite.rows:
-            rows.append(["geomean", _phase_label(suite, phase), ""]
-                        + [fmt_ratio(geomean(gm.get((p, phase), []))) for p in others])
+        settings = sorted({k[2] for k in gm}, key=lambda v: (v is None, v))
+        for n in settings:
+            for phase in suite.rows:
+                rows.append(["geomean", _phase_label(suite, phase)]
+                            + ([str(n)] if threaded else []) + [""]
+                            + [fmt_ratio(geomean(gm.get((p, phase, n), []))) for p in others])
     what = f"{unit} per op" if suite.per_op else unit
     rounds = doc["settings"]["rounds"]
-    how = (f"median of {rounds} interleaved rounds, ±: half their interquartile range"
-           if rounds else "of the medians (a first-schema run: not interleaved)")
+    how = f"median of {rounds} interleaved rounds, ±: half their interquartile range"
     head = (f"== {suite.title} ==\n"
             + (f"(median {what}; * one iteration)" if times else
                f"(fastgrad: median {what}; others: their time / fastgrad's, {how}; "
                f">1x: fastgrad faster; * one iteration, not interleaved)"))
-    order = [P.REFERENCE] + others if P.REFERENCE in peers else others
-    return "\n".join([head, render(["case", "phase"] + order, rows)] + _notes(recs))
+    if threaded:
+        head += "\n(" + THREADS_NOTE + ")"
+    headers = ["case", "phase"] + (["thr"] if threaded else []) + order
+    blocks = [head, render(headers, rows)] + _notes(recs)
+    if not times:
+        blocks += [x for x in (bandwidth_table(doc, name), tail_table(doc, name)) if x]
+    return "\n".join(blocks)
+
+
+def _gbps_cell(bw):
+    if not bw:
+        return ""
+    frac = bw.get("fraction")
+    return f"{bw['gbps']:.3g}" + ("" if frac is None else f" {frac:.0%}")
+
+
+def bandwidth_table(doc, name):
+    """Effective GB/s of every peer per cell and phase, and its fraction of
+    the probe's bandwidth for the cell's regime and thread count."""
+    recs = [r for r in doc["results"] if r["suite"] == name and r.get("traffic")]
+    if not recs:
+        return ""
+    order, _ = _columns(recs)
+    suite, rows = SUITES[name], []
+    for rec in recs:
+        for phase, t in rec["traffic"].items():
+            row = [_case(rec, name), _phase_label(suite, phase), str(rec.get("threads", "")),
+                   f"{t['bytes'] / 1e6:.4g}", t["regime"],
+                   "-" if t.get("roof_gbps") is None else f"{t['roof_gbps']:.3g}"]
+            for peer in order:
+                info = rec["peers"].get(peer)
+                if not info or info["status"] != "ok":
+                    row.append(_status_cell(info))
+                else:
+                    row.append(_gbps_cell(rec.get("bandwidth", {}).get(peer, {}).get(phase)))
+            rows.append(row)
+    head = (f"-- {name}: effective bandwidth, GB/s = minimal bytes (MB) / median time, "
+            "and its fraction of roof, the measured triad bandwidth (GB/s) of the "
+            "cell's regime at the same thread count --")
+    return "\n" + head + "\n" + render(["case", "phase", "thr", "MB", "regime", "roof"]
+                                         + order, rows)
+
+
+def tail_table(doc, name):
+    """Single-iteration times per peer: median / 95th percentile / worst,
+    and the cores a peer kept busy (CPU time / wall time)."""
+    recs = [r for r in doc["results"] if r["suite"] == name
+            and any("tail" in i for i in r["peers"].values())]
+    if not recs:
+        return ""
+    order, _ = _columns(recs)
+    unit, scale = pick_unit([i["tail"]["median"] for r in recs for i in r["peers"].values()
+                             if i.get("tail")])
+    rows = []
+    for rec in recs:
+        row = [_case(rec, name), str(rec.get("threads", ""))]
+        for peer in order:
+            info = rec["peers"].get(peer)
+            if not info or info["status"] != "ok":
+                row.append(_status_cell(info))
+                continue
+            tl = info.get("tail")
+            cell = "" if not tl else "/".join(_fmt3(tl[k] / scale)
+                                               for k in ("median", "p95", "max"))
+            if info.get("cores"):
+                cell += f" {info['cores']:.1f}c"
+            row.append(cell)
+        rows.append(row)
+    head = (f"-- {name}: single iterations over all rounds, {unit}: median/p95/worst; "
+            "Nc: CPU time / wall time while timed (cores kept busy) --")
+    return "\n" + head + "\n" + render(["case", "thr"] + order, rows)
+
+
+def roofline_table(probe):
+    """The bandwidth probe's rows."""
+    if not probe:
+        return ""
+    head = ("== roofline: STREAM copy and triad, float64, on fastgrad's thread pool "
+            "(fastgrad._stream), best of repeated calls ==")
+    if probe.get("status") != "ok":
+        return f"{head}\n{probe.get('status', '').upper()}: {probe.get('reason')}"
+    llc = probe["llc_bytes"]
+    sizes = ", ".join(f"{k} {v:,} elements" for k, v in probe["sizes"].items())
+    note = (f"(last-level cache {llc / 2 ** 20:g} MiB{' (assumed)' if probe['llc_assumed'] else ''}; "
+            f"{sizes}; a cell's roof is the {probe['kernel']} of its regime)")
+    rows = [[r["kernel"], r["regime"], f"{r['n']:,}", str(r["threads"]),
+             f"{r['bytes'] / 1e6:.4g}", f"{r['gbps']:.3g}", f"{r['gbps_median']:.3g}",
+             str(r["calls"])] for r in probe["rows"]]
+    return "\n".join([head, note, render(["kernel", "regime", "n", "thr", "MB", "GB/s best",
+                                           "GB/s median", "calls"], rows)])
 
 
 def _ratio_cell(r):
@@ -204,30 +329,6 @@ def _notes(recs):
     if compiled:
         lines.append("jax-jit compile + first call (not in its figures): " + ", ".join(compiled))
     return lines
-
-
-def exponents(doc, phase="bwd", lo=1_000, hi=100_000):
-    """Growth exponent of ``phase`` time against N per (workload, peer): the
-    least-squares slope of log t on log N over lo <= N <= hi (all N if
-    fewer than two are in that window)."""
-    series = {}
-    for rec in doc["results"]:
-        if rec["suite"] != "scaling":
-            continue
-        for peer, info in rec["peers"].items():
-            if info["status"] == "ok" and phase in info["phases"]:
-                series.setdefault((rec["workload"], peer), []).append(
-                    (rec["params"]["n"], info["phases"][phase]["median"]))
-    out = []
-    for (workload, peer), pts in sorted(series.items()):
-        use = [p for p in sorted(pts) if lo <= p[0] <= hi]
-        use = use if len(use) >= 2 else sorted(pts)
-        if len(use) >= 2:
-            x, y = np.log([p[0] for p in use]), np.log([p[1] for p in use])
-            out.append({"workload": workload, "peer": peer, "phase": phase,
-                        "exponent": float(np.polyfit(x, y, 1)[0]),
-                        "n_min": use[0][0], "n_max": use[-1][0]})
-    return out
 
 
 def exponent_lines(exps):
@@ -258,8 +359,7 @@ def memory_table(info):
 
 def render_document(doc, times=False):
     """Every table of a results document, as the run printed them."""
-    from .targets import format_targets
-    blocks = []
+    blocks = [roofline_table(doc.get("roofline"))]
     for name in SUITES:
         if name == "memory":
             blocks.append(memory_table(doc.get("memory")))
@@ -267,7 +367,7 @@ def render_document(doc, times=False):
         blocks.append(suite_table(doc, name, times))
         if name == "scaling" and blocks[-1]:
             blocks[-1] += "\n" + exponent_lines(exponents(doc))
-    blocks.append(format_targets(doc.get("targets", [])))
+    blocks.append(TG.format_targets(doc.get("targets", []), doc.get("targets_file")))
     return "\n\n".join(b.rstrip() for b in blocks if b)
 
 
@@ -285,31 +385,11 @@ def write_json(path, doc):
 
 
 def load(path):
-    """Read a results file (this schema, or the first one's per-peer records)."""
+    """Read a results file of this schema or of version 2 (a subset)."""
     with open(path) as f:
         doc = json.load(f)
-    if doc.get("schema") == "fastgrad-bench/1":
-        cases = {}
-        for r in doc.get("results", []):
-            rec = cases.setdefault(r["label"], {
-                "suite": r.get("suite"), "workload": r.get("workload"),
-                "params": r.get("params", {}), "label": r["label"], "ops": r.get("ops", 1),
-                "peers": {}, "ratios": {}})
-            st = r.get("stats") or {}
-            rec["peers"][r["peer"]] = {"status": r["status"], "reason": r.get("reason"),
-                                       "single": st.get("single"),
-                                       "phases": st.get("phases", {})}
-        for rec in cases.values():  # not interleaved: ratios of medians, marked *
-            base = rec["peers"].get(P.REFERENCE, {}).get("phases", {})
-            for peer, info in rec["peers"].items():
-                if peer != P.REFERENCE and info["status"] == "ok":
-                    rec["ratios"][peer] = {
-                        ph: dict(summary([st["median"] / base[ph]["median"]]), single=True)
-                        for ph, st in info["phases"].items() if ph in base}
-        doc = dict(doc, schema=SCHEMA, results=list(cases.values()),
-                   settings=dict(doc.get("settings", {}), rounds=0))
-    if doc.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: not a {SCHEMA} results file")
+    if not isinstance(doc, dict) or doc.get("schema") not in READABLE:
+        raise ValueError(f"{path}: not a {' or '.join(READABLE)} results file")
     return doc
 
 

@@ -24,19 +24,26 @@ def fmt_n(n):
 
 @dataclass
 class Case:
-    """One workload at one parameter point; plain data, so it can be sent to
-    a child process and recorded in JSON."""
+    """One workload at one parameter point (and, in a threaded suite, one
+    thread setting); plain data, so it can be sent to a child process and
+    recorded in JSON."""
 
     suite: str
     workload: str
     params: dict = field(default_factory=dict)
     ops: int = 1
+    threads: int = None   # every peer's thread count; None: an unthreaded suite (1)
 
     @property
-    def label(self):
+    def base_label(self):
+        """The label without the thread setting: the same for every setting."""
         parts = [self.suite, self.workload]
         parts += [fmt_n(v) if isinstance(v, int) else str(v) for v in self.params.values()]
         return " ".join(parts)
+
+    @property
+    def label(self):
+        return self.base_label + ("" if self.threads is None else f" thr={self.threads}")
 
 
 @dataclass
@@ -69,11 +76,21 @@ class Suite:
     geomean = False
     exclude = ()          # peers that do not take part
     traced = False        # fastgrad-trace takes part (scalar workloads of table ops)
+    # Run at every thread setting of the run (arrays large enough for threads
+    # to matter); the others run once, every peer on one thread.
+    threaded = False
+    traffic = None        # {workload: Traffic}: the roofline's minimal bytes
     tiers = {}
     rtol = 1e-6
 
-    def cases(self, tier):
-        return [Case(self.name, w, dict(p), self.ops(w, p)) for w, p in self.tiers[tier]]
+    def cases(self, tier, threads=(1,)):
+        """The cases of ``tier``; a threaded suite's at each count in
+        ``threads``, one setting after the other for each workload."""
+        out = []
+        for w, p in self.tiers[tier]:
+            for n in (threads if self.threaded else (None,)):
+                out.append(Case(self.name, w, dict(p), self.ops(w, p), n))
+        return out
 
     def ops(self, workload, params):
         return 1
@@ -261,10 +278,78 @@ UNARY = {n: (lambda name: lambda F, x: getattr(F, name)(x))(n)
          for n in ("exp", "tanh", "sin", "sigmoid", "log")}
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """The fewest bytes a workload must move, in arrays of its n elements.
+
+    The model (STREAM's way of counting): every array the computation needs
+    is read once from memory and every array it produces is written once;
+    write-allocate reads are not counted.  Forward+backward adds to the
+    forward a backward that
+
+    * starts from a seed, the output's gradient of n ones, which is written
+      (a loss's seed is data: the backward reads it where its formula does,
+      never assumes it is ones);
+    * gives every input its own gradient array: two inputs' gradients may
+      not alias each other (DeZero's ``x + y`` hands one array to both);
+    * may write a gradient into the seed's array, since the output's
+      gradient is dropped after ``backward()`` (DeZero's ``retain_grad``
+      semantics): that reuse saves no bytes, but it is why ``x + y`` needs
+      only one new array.
+
+    ``fwd`` and ``bwd`` are (reads, writes) counted in arrays; ``bwd``
+    includes the seed's write.
+    """
+
+    fwd: tuple
+    bwd: tuple
+    why: str
+
+    def arrays(self, phase):
+        """Arrays of n elements moved by ``phase`` ("fwd", "bwd" or "total")."""
+        return {"fwd": sum(self.fwd), "bwd": sum(self.bwd),
+                "total": sum(self.fwd) + sum(self.bwd)}.get(phase)
+
+    def bytes(self, phase, n, itemsize):
+        k = self.arrays(phase)
+        return None if k is None else k * n * itemsize
+
+
+_ONE_PASS = ("backward: the seed written (1 write); one pass reads the seed and {what} "
+             "and writes x's gradient (2 reads, 1 write)")
+KERNEL_TRAFFIC = {
+    "add": Traffic((2, 1), (1, 2), "forward reads x, y and writes x + y; backward: the "
+                   "seed written; x's gradient is the seed's array (the gradient of a "
+                   "sum passes through unchanged), y's a copy of it (1 read, 1 write): "
+                   "6 arrays in all"),
+    "mul": Traffic((2, 1), (3, 3), "forward reads x, y, writes x * y; backward: the seed "
+                   "written; one pass reads the seed, x and y and writes both gradients "
+                   "(3 reads, 2 writes): 9 arrays in all"),
+    "pow3": Traffic((1, 1), (2, 2), "forward reads x, writes x ** 3; "
+                    + _ONE_PASS.format(what="x (3 * x ** 2)") + ": 6 arrays in all"),
+    "pow2.5": Traffic((1, 1), (2, 2), "forward reads x, writes x ** 2.5; "
+                      + _ONE_PASS.format(what="x (2.5 * x ** 1.5)") + ": 6 arrays in all"),
+}
+UNARY_TRAFFIC = {
+    name: Traffic((1, 1), (2, 2), f"forward reads x, writes y = {name}(x); "
+                  + _ONE_PASS.format(what=what) + ": 6 arrays in all")
+    for name, what in (("exp", "y (the derivative is y itself)"),
+                       ("tanh", "y (1 - y ** 2)"), ("sin", "x (cos x)"),
+                       ("sigmoid", "y (y * (1 - y))"), ("log", "x (1 / x)"))}
+
+
 class _Arrays(Suite):
     geomean = True
+    threaded = True
     rtol = 1e-7
     table = {}
+
+    def traffic_bytes(self, case, phase):
+        """Minimal bytes of ``phase`` of ``case`` (None if not declared)."""
+        t = (self.traffic or {}).get(case.workload)
+        if t is None:
+            return None
+        return t.bytes(phase, case.params["size"], np.dtype(case.params["dtype"]).itemsize)
 
     def work(self, case, peer):
         fn = self.table[case.workload]
@@ -281,6 +366,7 @@ class Kernels(_Arrays):
     name = "kernels"
     title = "kernels: x+y, x*y, x**3, x**2.5, forward and forward+backward"
     table = KERNELS
+    traffic = KERNEL_TRAFFIC
     # Default: every op in float64 at 1e6, add/mul in float32 too, add/mul at 1e7.
     tiers = {"quick": _grid(KERNELS, ("float64",), (100_000,)),
              "default": _grid(KERNELS, ("float64",), (10 ** 6,))
@@ -294,6 +380,7 @@ class Unary(_Arrays):
     title = "unary: exp tanh sin sigmoid log, forward and forward+backward"
     full, needs = True, ("exp", "tanh", "sin", "sigmoid", "log")
     table = UNARY
+    traffic = UNARY_TRAFFIC
     tiers = {"quick": _grid(UNARY, ("float64",), (100_000,)),
              "default": _grid(UNARY, ("float32", "float64"), (10 ** 6,)),
              "full": _grid(UNARY, ("float32", "float64"), (10 ** 6, 10 ** 7))}
@@ -307,6 +394,7 @@ class FusedChain(Suite):
     full, needs = True, ("sum",)
     exclude = ("numpy",)
     traced = True
+    threaded = True
     tiers = {"quick": [("affine2", {"size": 10 ** 5})],
              "default": [("affine2", {"size": 10 ** 6})],
              "full": [("affine2", {"size": 10 ** 6}), ("affine2", {"size": 10 ** 7})]}
@@ -397,6 +485,7 @@ class Lstsq(Suite):
     title = "lstsq: mean_squared_error(matmul(X, W) + b, y), X of N x 1 (book step 42)"
     full, needs = True, ("matmul", "mean_squared_error")
     exclude = ("numpy",)
+    threaded = True       # NumPy's BLAS and torch's pool at the setting
     tiers = {"quick": [("mse", {"n": 100})],
              "default": [("mse", {"n": 100}), ("mse", {"n": 10_000})],
              "full": [("mse", {"n": 100}), ("mse", {"n": 10_000})]}
@@ -431,6 +520,7 @@ class Mlp(Suite):
     full, needs = True, ("linear", "sigmoid", "softmax_cross_entropy")
     rows = ("fwd", "bwd", "total")
     exclude = ("numpy",)
+    threaded = True
     cases_ = [("spiral", {"hidden": 10}), ("mnist", {"hidden": 100})]
     tiers = {"quick": cases_[:1], "default": cases_, "full": cases_}
 
@@ -486,6 +576,7 @@ class Conv(Suite):
     full, needs = True, ("conv2d", "pooling", "vgg16")
     rows = ("fwd", "bwd", "total")
     exclude = ("numpy",)
+    threaded = True
     cases_ = [("small", {"channels": 1, "filters": 4, "size": 16}),
               ("rgb", {"channels": 3, "filters": 8, "size": 32})]
     tiers = {"quick": cases_[:1],

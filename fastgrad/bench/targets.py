@@ -1,115 +1,128 @@
-"""The acceptance targets, as data, and their evaluation on a run.
+"""Evaluation of the acceptance targets on a run.
 
-A row is ``(kind, case, peer, phase, threshold)``, optionally followed by
-the peer it is measured against (fastgrad by default: ratios are peer time /
-base time, paired round by round):
+The targets are data: ``targets.json`` beside this module (installed with
+the package, so the installed CLI finds it), or any file given with
+``--targets``.  Its ``targets`` list holds one object per target:
 
-* ``ratio``: the median per-round ratio peer / fastgrad of ``case`` must be
-  at least ``threshold``;
-* ``geomean`` / ``min``: the geometric mean / the smallest of those ratios
-  over every case of the suite named in ``case``;
-* ``exponent``: fastgrad's growth exponent of ``phase`` time for the scaling
-  workload ``case`` must be at most ``threshold``.
+* ``kind``: ``ratio`` (one case: ``case`` is its label without the thread
+  setting), ``geomean`` or ``min`` (over every case of ``suite``), or
+  ``exponent`` (fastgrad's growth exponent of the scaling ``workload``);
+* ``peer``, ``phase``, and ``base`` (the peer measured against; default
+  fastgrad): a ratio is peer time / base time, the median of per-round
+  ratios;
+* ``at_least`` (ratios) or ``at_most`` (exponents); ``why`` optional.
 
-A target whose cells were not measured in a run is "n/a", never a pass.
+A target on a threaded suite is evaluated at each thread setting the run
+measured (both peers at that same thread count).  A target whose cells
+were not measured is "n/a", never a pass.
 """
-import statistics
+import json
+import os
 
 from . import peers as P
-from .report import exponents, fmt_ratio, geomean
+from .stats import exponents, geomean, paired_ratio
 
-TARGETS = (
-    ("ratio", "overhead goldstein", "dezero", "total", 8),
-    ("ratio", "overhead goldstein", "torch", "total", 8),
-    ("ratio", "overhead chain 1e3", "dezero", "total", 8),
-    ("ratio", "overhead chain 1e3", "torch", "total", 8),
-    ("ratio", "overhead userfunc 1e4", "dezero", "total", 1),
-    ("ratio", "scaling wide 1e4", "dezero", "bwd", 100),
-    ("ratio", "scaling wide 1e4", "torch", "bwd", 10),
-    ("ratio", "scaling deep 1e5", "dezero", "bwd", 8),
-    ("ratio", "scaling deep 1e6", "dezero", "del", 1),
-    ("exponent", "wide", "fastgrad", "bwd", 1.1),
-    # Memory-bound kernels: their floor is the bytes they must move, and add
-    # cannot match DeZero, whose two input grads share one array (which
-    # fastgrad's no-alias rule forbids); see benchmarks/README.md.
-    ("geomean", "kernels", "dezero", "total", 1),
-    ("geomean", "kernels", "torch", "total", 1.5),
-    # The full API (fastgrad.dezero against DeZero's full core).
-    ("geomean", "unary", "dezero-full", "total", 2),
-    ("geomean", "unary", "torch", "total", 1),
-    ("ratio", "scalar-fns expr", "dezero-full", "total", 20),
-    ("ratio", "newton quartic 10", "dezero-full", "total", 1),
-    ("geomean", "lstsq", "dezero-full", "total", 1),
-    ("ratio", "mlp spiral 10", "dezero-full", "total", 5),
-    ("ratio", "mlp spiral 10", "torch", "total", 2),
-    # Convolution and pooling (compiled kernels, DeZero's BLAS calls).
-    ("ratio", "conv small 1 4 16", "dezero-full", "total", 3),
-    ("ratio", "conv small 1 4 16", "torch", "total", 1),
-    ("ratio", "conv rgb 3 8 32", "dezero-full", "total", 3),
-    ("ratio", "conv rgb 3 8 32", "torch", "total", 1),
-    ("ratio", "conv vgg16 224 float32", "dezero-full", "total", 2),
-    # fastgrad.trace.
-    ("ratio", "overhead goldstein", "jax-jit", "total", 2, "fastgrad-trace"),
-    ("ratio", "overhead goldstein", "dezero", "total", 100, "fastgrad-trace"),
-    ("ratio", "overhead chain 1e3", "jax-jit", "total", 2, "fastgrad-trace"),
-    ("ratio", "loop rosenbrock", "fastgrad", "total", 5, "fastgrad-trace"),
-)
+DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets.json")
+KINDS = ("ratio", "geomean", "min", "exponent")
+_SCOPE = {"ratio": "case", "geomean": "suite", "min": "suite", "exponent": "workload"}
 
 
-def _paired(rec, peer, base, phase):
-    """Median over rounds of peer time / base time in ``rec``."""
-    a = rec["peers"].get(peer, {})
-    b = rec["peers"].get(base, {})
-    if a.get("status") != "ok" or b.get("status") != "ok":
-        return None
-    sa, sb = a["phases"].get(phase), b["phases"].get(phase)
-    if sa is None or sb is None:
-        return None
-    pairs = list(zip(sa["samples"], sb["samples"]))
-    if a.get("single") or b.get("single") or len(pairs) < 1:
-        pairs = [(sa["median"], sb["median"])]
-    return statistics.median([x / y for x, y in pairs])
+def load(path=None):
+    """The list of targets in ``path`` (default: the shipped file); raises
+    ValueError naming the file and the problem."""
+    path = path or DEFAULT_PATH
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the targets ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    rows = doc.get("targets") if isinstance(doc, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: no 'targets' list")
+    for i, t in enumerate(rows):
+        where = f"{path}: target {i + 1}"
+        if not isinstance(t, dict) or t.get("kind") not in KINDS:
+            raise ValueError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
+        bound = "at_most" if t["kind"] == "exponent" else "at_least"
+        missing = [k for k in (_SCOPE[t["kind"]], "peer", "phase", bound) if k not in t]
+        if missing:
+            raise ValueError(f"{where} ({t['kind']}): missing {', '.join(missing)}")
+        if not isinstance(t[bound], (int, float)) or isinstance(t[bound], bool):
+            raise ValueError(f"{where}: {bound} must be a number, not {t[bound]!r}")
+    return rows
 
 
-def evaluate(doc, targets=TARGETS):
-    """One dict per target: its text, the measured value and PASS/MISS/n/a."""
-    ratios = {(r["label"], peer, ph): v["median"] for r in doc["results"]
-              for peer, by_phase in r["ratios"].items() for ph, v in by_phase.items()}
-    exps = {(e["workload"], e["peer"], e["phase"]): e for e in exponents(doc)}
-    by_label = {r["label"]: r for r in doc["results"]}
-    out = []
-    for kind, case, peer, phase, threshold, *rest in targets:
-        base = rest[0] if rest else P.REFERENCE
-        if base != P.REFERENCE:
-            rec = by_label.get(case)
-            value = rec and _paired(rec, peer, base, phase)
-            text = f"{case} {phase}: {peer}/{base} >= {threshold}x"
-        elif kind == "exponent":
-            e = exps.get((case, peer, phase))
-            value = e and e["exponent"]
-            text = f"{case} {phase} growth exponent of {peer} <= {threshold}"
-        else:
-            if kind == "ratio":
-                values = [ratios.get((case, peer, phase))]
-            else:
-                values = [v for (lb, p, ph), v in ratios.items()
-                          if lb.split(" ")[0] == case and p == peer and ph == phase]
-            value = {"ratio": values[0], "geomean": geomean(values),
-                     "min": min(values, default=None)}[kind] if any(values) else None
-            scope = case if kind == "ratio" else f"{case} ({kind} of {len(values)} cases)"
-            text = f"{scope} {phase}: {peer}/fastgrad >= {threshold}x"
-        ok = None if value is None else (value <= threshold if kind == "exponent"
-                                         else value >= threshold)
-        out.append({"target": text, "value": value, "ok": ok,
-                    "shown": "n/a" if value is None else
-                    (f"{value:.3f}" if kind == "exponent" else fmt_ratio(value))})
+def _fmt_ratio(r):
+    return f"{r:.3g}x" if r < 100 else f"{r:,.0f}x"
+
+
+def _base_label(rec):
+    return rec.get("base_label", rec["label"])
+
+
+def _groups(recs):
+    """Records by thread setting: {threads or None: [records]}."""
+    out = {}
+    for rec in recs:
+        out.setdefault(rec.get("threads") if rec.get("threaded") else None, []).append(rec)
     return out
 
 
-def format_targets(results):
+def _ratio(rec, peer, base, phase):
+    if base == P.REFERENCE:
+        r = rec["ratios"].get(peer, {}).get(phase)
+        return r and r["median"]
+    return paired_ratio(rec, peer, base, phase)
+
+
+def _result(text, value, ok, threads, shown):
+    return {"target": text, "value": value, "ok": ok, "threads": threads,
+            "shown": "n/a" if value is None else shown}
+
+
+def evaluate(doc, targets=None):
+    """One dict per target and thread setting: its text, the measured value,
+    ``ok`` (True, False, or None when not measured)."""
+    targets = load() if targets is None else targets
+    out = []
+    for t in targets:
+        kind, peer, phase = t["kind"], t["peer"], t["phase"]
+        if kind == "exponent":
+            e = {(x["workload"], x["peer"], x["phase"]): x
+                 for x in exponents(doc)}.get((t["workload"], peer, phase))
+            value = e and e["exponent"]
+            out.append(_result(f"{t['workload']} {phase} growth exponent of {peer} <= "
+                               f"{t['at_most']}", value,
+                               None if value is None else value <= t["at_most"], None,
+                               f"{value:.3f}" if value is not None else ""))
+            continue
+        base, bound = t.get("base", P.REFERENCE), t["at_least"]
+        if kind == "ratio":
+            recs = [r for r in doc["results"] if _base_label(r) == t["case"]]
+        else:
+            recs = [r for r in doc["results"] if r["suite"] == t["suite"]]
+        groups = _groups(recs) or {None: []}
+        for threads, group in groups.items():
+            values = [v for v in (_ratio(r, peer, base, phase) for r in group) if v]
+            if kind == "ratio":
+                value, scope = (values[0] if values else None), t["case"]
+            else:
+                value = (geomean(values) if kind == "geomean" else min(values)) if values else None
+                scope = f"{t['suite']} ({kind} of {len(values)} cases)"
+            thr = "" if threads is None else f" thr={threads}"
+            text = f"{scope}{thr} {phase}: {peer}/{base} >= {bound}x"
+            out.append(_result(text, value, None if value is None else value >= bound,
+                               threads, _fmt_ratio(value) if value else ""))
+    return out
+
+
+def format_targets(results, path=None):
     if not results:
         return ""
-    lines = ["== targets (benchmarks/README.md) =="]
+    where = "benchmarks/README.md" if path in (None, DEFAULT_PATH) else path
+    lines = [f"== targets ({where}) =="]
     lines += [f"  {'PASS' if t['ok'] else 'MISS'}  {t['target']}: {t['shown']}"
               for t in results if t["ok"] is not None]
     missing = sum(t["ok"] is None for t in results)
