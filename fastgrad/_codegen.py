@@ -143,14 +143,20 @@ class Renderer:
 
 # ------------------------------------------------------------ programs
 
-def _program(op, formulas, candidates):
+def _program(op, formulas, candidates, float32_dezero=False):
     """``formulas`` (one output each) compiled for the evaluator: the Program
     literal, the arrays it reads (in order) and the code of its per-call
-    parameter values."""
+    parameter values.  ``float32_dezero``: typed for float32 arrays under
+    DeZero's dtype rules (strong numbers promote to float64)."""
     params = _param_names(op)
     ins = _formulas.inputs_of(formulas, candidates)
-    nin, nregs, outs, code, exprs = _formulas.compile_program(formulas, ins, params)
-    literal = f"Program({nin}, {nregs}, {outs!r}, {code!r}, {exprs!r})"
+    if float32_dezero:
+        nin, nregs, outs, code, exprs, types = _formulas.compile_typed(
+            formulas, ins, [_formulas.F32] * len(ins), params, strong=True)
+        literal = f"Program({nin}, {nregs}, {outs!r}, {code!r}, {exprs!r}, {types!r})"
+    else:
+        nin, nregs, outs, code, exprs = _formulas.compile_program(formulas, ins, params)
+        literal = f"Program({nin}, {nregs}, {outs!r}, {code!r}, {exprs!r})"
     names = {p: f"self.{p}" for p in params}
     values = [Renderer("numpy", names).render(e) for e in exprs]
     return literal, ins, "(" + "".join(v + ", " for v in values) + ")"
@@ -165,6 +171,11 @@ def _programs(op):
         work = [op.grads[k] for k in range(op.arity) if mask >> k & 1 and not _trivial(op.grads[k])]
         if work:
             progs[f"_P_{op.name}_b{mask}"] = _program(op, work, ["gy", "y"] + ins)
+    if _dezero_sensitive(op):
+        # DeZero's formula on float32 arrays: promoted where it promotes.
+        for mask in _masks(op):
+            work = [_dezero_grads(op)[k] for k in range(op.arity) if mask >> k & 1]
+            progs[f"_P_{op.name}_dz32_b{mask}"] = _program(op, work, ["gy", "y"] + ins, True)
     return progs
 
 
@@ -341,6 +352,20 @@ def _render_class(op):
                   if n in dz_used or n == "gy"]
         w(f"        if {' and '.join(checks)}:")
         w("            return self._array_backward(gy, buf, need, True)")
+        f32 = [c.replace("_is_f64_array", "_is_f32_array") for c in checks]
+        progs = _programs(op)
+        w(f"        if {' and '.join(f32)}:")
+        for mask in _masks(op):
+            _, pin, pparams = progs[f"_P_{op.name}_dz32_b{mask}"]
+            wanted = [k for k in range(op.arity) if mask >> k & 1]
+            w(f"            {'if' if mask == 1 else 'elif'} need == {mask}:")
+            w(f"                r = _evaluate(_P_{op.name}_dz32_b{mask}, "
+              f"({''.join(i + ', ' for i in pin)}), {pparams}, None, True)")
+            w("                if r is not None:")
+            if len(wanted) == 1:
+                w("                    r = (r,)")
+            items = [f"r[{wanted.index(k)}]" if k in wanted else "None" for k in range(op.arity)]
+            w(f"                    return ({', '.join(items)},)")
         yarg = "y" if "y" in dz_used else "None"
         xargs = ", ".join(i if i in dz_used else "None" for i in ins)
         w(f"        return _numpy_ops.{op.name}_backward_dz(gy, {yarg}, {xargs}{pargs}, need)")

@@ -150,6 +150,10 @@ cdef inline bint _is_f64_array(object a) noexcept:
     return type(a) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE
 
 
+cdef inline bint _is_f32_array(object a) noexcept:
+    return type(a) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT
+
+
 cdef inline double _array_value(object a) noexcept:
     return (<double*>cnp.PyArray_DATA(<cnp.ndarray>a))[0]
 

@@ -3,6 +3,7 @@
 
 cdef struct Instr:
     int op, dst, a, b, c, fn
+    int t                   # its dtype in a typed program (0 float64, 1 float32), else -1
     double value
 
 
@@ -11,13 +12,17 @@ cdef class Program:
     cdef Instr* code
     cdef int ncode, nin, nout, nregs
     cdef int outs[16]
+    cdef bint typed
+    cdef int in_t[64]
+    cdef int out_t[16]
     cdef readonly tuple param_exprs
 
 
 # Run ``prog`` elementwise over ``arrays`` (its inputs, in order) with the
 # per-call parameter values ``params`` (Python numbers).  The arrays must be
 # exact, aligned, native-order, C-contiguous float32 or float64 ndarrays of
-# one dtype, each of the common shape or 0-d; anything else returns None (the
+# one dtype (a typed program's: each its own), each of the common shape or
+# 0-d; anything else returns None (the
 # caller runs NumPy).  Returns the output (one) or a tuple of outputs.
 # ``out`` receives the first output when it fits (it may be one of the
 # inputs).  ``exact_pow``: POW takes NumPy's exact special cases only.

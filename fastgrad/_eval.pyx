@@ -78,7 +78,8 @@ cdef class Program:
     def __cinit__(self):
         self.code = NULL
 
-    def __init__(self, int nin, int nregs, tuple outs, tuple code, tuple param_exprs=()):
+    def __init__(self, int nin, int nregs, tuple outs, tuple code, tuple param_exprs=(),
+                 tuple types=None):
         cdef int k, i
         if not 0 <= nin <= nregs <= _MAX_REGS:
             raise ValueError(f"a program has at most {_MAX_REGS} registers, got {nregs}")
@@ -91,8 +92,28 @@ cdef class Program:
         self.code = <Instr*>malloc(max(1, len(code)) * sizeof(Instr))
         if self.code == NULL:
             raise MemoryError()
+        # A typed program: each input's and output's dtype (0 float64, 1
+        # float32) and each instruction's; else one dtype, the arrays'.
+        self.typed = types is not None
+        if self.typed:
+            in_types, out_types = types
+            if len(in_types) != nin or len(out_types) != len(outs) or not all(
+                    [t in (0, 1) for t in tuple(in_types) + tuple(out_types)]):
+                raise ValueError("types: one dtype code (0 float64, 1 float32) per input "
+                                 "and per output")
+            for i in range(nin):
+                self.in_t[i] = in_types[i]
+            for i in range(len(outs)):
+                self.out_t[i] = out_types[i]
         for k, ins in enumerate(code):
-            op, dst, a, b, c, fn, value = ins
+            t = -1
+            if len(ins) == 8:
+                op, dst, a, b, c, fn, value, t = ins
+            else:
+                op, dst, a, b, c, fn, value = ins
+            if self.typed != (t in (0, 1)):
+                raise ValueError(f"instruction {k}: a typed program's instructions "
+                                 f"each have a dtype (0 or 1), an untyped one's none")
             if not 1 <= op <= I_LAST:
                 raise ValueError(f"instruction {k}: unknown opcode {op}")
             for r in (dst, a, b, c):
@@ -116,6 +137,7 @@ cdef class Program:
             self.code[k].c = c
             self.code[k].fn = fn
             self.code[k].value = value
+            self.code[k].t = t
         self.ncode = len(code)
         self.nin = nin
         self.nregs = nregs
@@ -145,8 +167,11 @@ cdef enum:
 
 cdef struct _Job:
     const Instr* code
-    int ncode, nin, nregs, nout, typenum
+    int ncode, nin, nregs, nout
+    int t                       # 0 float64, 1 float32: an untyped program's dtype
     bint exact_pow
+    int in_size[_MAX_REGS]      # bytes per element of each input and output
+    int out_size[16]
     char* ins[_MAX_REGS]
     bint scalar[_MAX_REGS]      # input is 0-d: a block filled with its value
     char* outs[16]
@@ -299,104 +324,130 @@ cdef void _pow_block(floating* a, floating* d, Py_ssize_t m, double e, bint exac
         _call2(UF_POWER, t, a, &ev, d, m, sizeof(floating), 0, sizeof(floating))
 
 
-cdef void _block(_Job* job, floating** reg, Py_ssize_t m) noexcept nogil:
-    """Run the program on one block of ``m`` elements."""
-    cdef int k, t = 0 if floating is double else 1
+cdef void _instr(_Job* job, const Instr* ins, floating* d, floating* a, floating* b,
+                 floating* c, Py_ssize_t m) noexcept nogil:
+    """Run one instruction on a block of ``m`` elements of its type."""
+    cdef int t = 0 if floating is double else 1
     cdef Py_ssize_t i
-    cdef const Instr* ins
-    cdef floating* d
-    cdef floating* a
-    cdef floating* b
-    cdef floating* c
     cdef floating v
     cdef cnp.npy_intp s = sizeof(floating)
+    cdef int op = ins.op
+    if op == I_ADD:
+        _call2(UF_ADD, t, a, b, d, m, s, s, s)
+    elif op == I_SUB:
+        _call2(UF_SUBTRACT, t, a, b, d, m, s, s, s)
+    elif op == I_MUL:
+        _call2(UF_MULTIPLY, t, a, b, d, m, s, s, s)
+    elif op == I_DIV:
+        _call2(UF_DIVIDE, t, a, b, d, m, s, s, s)
+    elif I_ADDC <= op <= I_RDIVC:
+        v = <floating>(job.params[ins.fn - 1] if ins.fn else ins.value)
+        if op == I_ADDC:
+            _call2(UF_ADD, t, a, &v, d, m, s, 0, s)
+        elif op == I_SUBC:
+            _call2(UF_SUBTRACT, t, a, &v, d, m, s, 0, s)
+        elif op == I_RSUBC:
+            _call2(UF_SUBTRACT, t, &v, a, d, m, 0, s, s)
+        elif op == I_MULC:
+            _call2(UF_MULTIPLY, t, a, &v, d, m, s, 0, s)
+        elif op == I_DIVC:
+            _call2(UF_DIVIDE, t, a, &v, d, m, s, 0, s)
+        else:
+            _call2(UF_DIVIDE, t, &v, a, d, m, 0, s, s)
+    elif op == I_NEG:
+        _call1(UF_NEGATIVE, t, a, d, m, s, s)
+    elif op == I_GT:
+        for i in range(m):
+            d[i] = 1 if a[i] > b[i] else 0
+    elif op == I_GE:
+        for i in range(m):
+            d[i] = 1 if a[i] >= b[i] else 0
+    elif op == I_LT:
+        for i in range(m):
+            d[i] = 1 if a[i] < b[i] else 0
+    elif op == I_LE:
+        for i in range(m):
+            d[i] = 1 if a[i] <= b[i] else 0
+    elif op == I_WHERE:
+        for i in range(m):
+            d[i] = b[i] if a[i] != 0 else c[i]
+    elif op == I_CONST or op == I_PARAM:
+        v = <floating>(ins.value if op == I_CONST else job.params[ins.fn])
+        for i in range(m):
+            d[i] = v
+    elif op == I_UFUNC1:
+        _call1(ins.fn, t, a, d, m, s, s)
+    elif op == I_UFUNC2:
+        _call2(ins.fn, t, a, b, d, m, s, s, s)
+    elif op == I_SIGN:
+        for i in range(m):
+            # NumPy's sign: +0.0 for either zero, NaN for NaN
+            d[i] = 1 if a[i] > 0 else (-1 if a[i] < 0 else (0 if a[i] == 0 else a[i]))
+    elif op == I_POW:
+        _pow_block(a, d, m, job.params[ins.fn], job.exact_pow, t)
+    elif op == I_COPY:
+        if d != a:
+            memcpy(d, a, m * sizeof(floating))
+
+
+cdef void _cast(const Instr* ins, char* d, char* a, Py_ssize_t m) noexcept nogil:
+    """CAST: float32 to float64 (ins.t 0) or float64 to float32 (exact where
+    NumPy's astype is: IEEE rounding)."""
+    cdef Py_ssize_t i
+    cdef double* d64
+    cdef float* d32
+    cdef float* a32
+    cdef double* a64
+    if ins.t == 0:
+        d64 = <double*>d
+        a32 = <float*>a
+        for i in range(m):
+            d64[i] = a32[i]
+    else:
+        d32 = <float*>d
+        a64 = <double*>a
+        for i in range(m):
+            d32[i] = <float>a64[i]
+
+
+cdef void _block(_Job* job, char** reg, Py_ssize_t m) noexcept nogil:
+    """Run the program on one block of ``m`` elements: every instruction in
+    the program's dtype, or in its own (a typed program)."""
+    cdef int k, t
+    cdef const Instr* ins
     for k in range(job.ncode):
         ins = &job.code[k]
-        d = reg[ins.dst]
-        a = reg[ins.a]
-        b = reg[ins.b]
-        c = reg[ins.c]
-        op = ins.op
-        if op == I_ADD:
-            _call2(UF_ADD, t, a, b, d, m, s, s, s)
-        elif op == I_SUB:
-            _call2(UF_SUBTRACT, t, a, b, d, m, s, s, s)
-        elif op == I_MUL:
-            _call2(UF_MULTIPLY, t, a, b, d, m, s, s, s)
-        elif op == I_DIV:
-            _call2(UF_DIVIDE, t, a, b, d, m, s, s, s)
-        elif I_ADDC <= op <= I_RDIVC:
-            v = <floating>(job.params[ins.fn - 1] if ins.fn else ins.value)
-            if op == I_ADDC:
-                _call2(UF_ADD, t, a, &v, d, m, s, 0, s)
-            elif op == I_SUBC:
-                _call2(UF_SUBTRACT, t, a, &v, d, m, s, 0, s)
-            elif op == I_RSUBC:
-                _call2(UF_SUBTRACT, t, &v, a, d, m, 0, s, s)
-            elif op == I_MULC:
-                _call2(UF_MULTIPLY, t, a, &v, d, m, s, 0, s)
-            elif op == I_DIVC:
-                _call2(UF_DIVIDE, t, a, &v, d, m, s, 0, s)
-            else:
-                _call2(UF_DIVIDE, t, &v, a, d, m, 0, s, s)
-        elif op == I_NEG:
-            _call1(UF_NEGATIVE, t, a, d, m, s, s)
-        elif op == I_GT:
-            for i in range(m):
-                d[i] = 1 if a[i] > b[i] else 0
-        elif op == I_GE:
-            for i in range(m):
-                d[i] = 1 if a[i] >= b[i] else 0
-        elif op == I_LT:
-            for i in range(m):
-                d[i] = 1 if a[i] < b[i] else 0
-        elif op == I_LE:
-            for i in range(m):
-                d[i] = 1 if a[i] <= b[i] else 0
-        elif op == I_WHERE:
-            for i in range(m):
-                d[i] = b[i] if a[i] != 0 else c[i]
-        elif op == I_CONST or op == I_PARAM:
-            v = <floating>(ins.value if op == I_CONST else job.params[ins.fn])
-            for i in range(m):
-                d[i] = v
-        elif op == I_UFUNC1:
-            _call1(ins.fn, t, a, d, m, s, s)
-        elif op == I_UFUNC2:
-            _call2(ins.fn, t, a, b, d, m, s, s, s)
-        elif op == I_SIGN:
-            for i in range(m):
-                # NumPy's sign: +0.0 for either zero, NaN for NaN
-                d[i] = 1 if a[i] > 0 else (-1 if a[i] < 0 else (0 if a[i] == 0 else a[i]))
-        elif op == I_POW:
-            _pow_block(a, d, m, job.params[ins.fn], job.exact_pow, t)
-        elif op == I_COPY:
-            if d != a:
-                memcpy(d, a, m * sizeof(floating))
+        if ins.op == I_CAST:
+            _cast(ins, reg[ins.dst], reg[ins.a], m)
+            continue
+        t = ins.t if ins.t >= 0 else job.t
+        if t == 0:
+            _instr(job, ins, <double*>reg[ins.dst], <double*>reg[ins.a],
+                   <double*>reg[ins.b], <double*>reg[ins.c], m)
+        else:
+            _instr(job, ins, <float*>reg[ins.dst], <float*>reg[ins.a],
+                   <float*>reg[ins.b], <float*>reg[ins.c], m)
 
 
 cdef void _run_range(_Job* job, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    if job.typenum == cnp.NPY_DOUBLE:
-        _run_typed(job, lo, hi, <double*>NULL)
-    else:
-        _run_typed(job, lo, hi, <float*>NULL)
-
-
-cdef void _run_typed(_Job* job, Py_ssize_t lo, Py_ssize_t hi, floating* dtype) noexcept nogil:
     # Intermediates (and scalar inputs, filled once) live in blocks on this
     # thread's stack; inputs are read and outputs written in place.
-    cdef floating scratch[_MAX_REGS * _BLOCK]
-    cdef floating* reg[_MAX_REGS]
+    cdef double scratch[_MAX_REGS * _BLOCK]
+    cdef char* reg[_MAX_REGS]
+    cdef char* blk
     cdef Py_ssize_t start, m, i
     cdef int r, k
-    cdef floating v
     for r in range(job.nregs):
-        reg[r] = scratch + r * _BLOCK
+        reg[r] = <char*>(scratch + r * _BLOCK)
     for r in range(job.nin):
         if job.scalar[r]:
-            v = (<floating*>job.ins[r])[0]
-            for i in range(_BLOCK):
-                scratch[r * _BLOCK + i] = v
+            blk = reg[r]
+            if job.in_size[r] == 8:
+                for i in range(_BLOCK):
+                    (<double*>blk)[i] = (<double*>job.ins[r])[0]
+            else:
+                for i in range(_BLOCK):
+                    (<float*>blk)[i] = (<float*>job.ins[r])[0]
     start = lo
     while start < hi:
         m = hi - start
@@ -404,15 +455,15 @@ cdef void _run_typed(_Job* job, Py_ssize_t lo, Py_ssize_t hi, floating* dtype) n
             m = _BLOCK
         for r in range(job.nin):
             if not job.scalar[r]:
-                reg[r] = (<floating*>job.ins[r]) + start
+                reg[r] = job.ins[r] + start * job.in_size[r]
         for k in range(job.nout):
             if not job.copy_back[k]:
-                reg[job.out_regs[k]] = (<floating*>job.outs[k]) + start
+                reg[job.out_regs[k]] = job.outs[k] + start * job.out_size[k]
         _block(job, reg, m)
         for k in range(job.nout):
             if job.copy_back[k]:
-                memcpy((<floating*>job.outs[k]) + start, reg[job.out_regs[k]],
-                       m * sizeof(floating))
+                memcpy(job.outs[k] + start * job.out_size[k], reg[job.out_regs[k]],
+                       m * job.out_size[k])
         start += m
 
 
@@ -477,9 +528,15 @@ cdef object evaluate(Program prog, tuple arrays, tuple params, object out,
     for i in range(prog.nin):
         a = arrays[i]
         k = _float_type(a)
-        if k < 0 or (t >= 0 and k != t):
+        if k < 0:
+            return None
+        if prog.typed:
+            if k != (cnp.NPY_DOUBLE if prog.in_t[i] == 0 else cnp.NPY_FLOAT):
+                return None
+        elif t >= 0 and k != t:
             return None
         t = k
+        job.in_size[i] = 8 if k == cnp.NPY_DOUBLE else 4
         arr = <cnp.ndarray>a
         if cnp.PyArray_NDIM(arr) == 0:
             job.scalar[i] = True
@@ -501,7 +558,11 @@ cdef object evaluate(Program prog, tuple arrays, tuple params, object out,
     for k in range(prog.nout):
         o = None
         job.copy_back[k] = False
-        if k == 0 and out is not None and _float_type(out) == t and cnp.PyArray_ISWRITEABLE(
+        ot = t
+        if prog.typed:
+            ot = cnp.NPY_DOUBLE if prog.out_t[k] == 0 else cnp.NPY_FLOAT
+        job.out_size[k] = 8 if ot == cnp.NPY_DOUBLE else 4
+        if k == 0 and out is not None and _float_type(out) == ot and cnp.PyArray_ISWRITEABLE(
                 <cnp.ndarray>out) and cnp.PyArray_SAMESHAPE(<cnp.ndarray>out, like):
             o = out
             for i in range(prog.nin):
@@ -515,7 +576,7 @@ cdef object evaluate(Program prog, tuple arrays, tuple params, object out,
                         job.copy_back[k] = False
                         break
         if o is None:
-            o = alloc_array(nd, cnp.PyArray_DIMS(like), t)
+            o = alloc_array(nd, cnp.PyArray_DIMS(like), ot)
         outs.append(o)
         job.outs[k] = <char*>cnp.PyArray_DATA(<cnp.ndarray>o)
         job.out_regs[k] = prog.outs[k]
@@ -526,7 +587,7 @@ cdef object evaluate(Program prog, tuple arrays, tuple params, object out,
     job.nin = prog.nin
     job.nregs = prog.nregs
     job.nout = prog.nout
-    job.typenum = t
+    job.t = 0 if t == cnp.NPY_DOUBLE else 1
     job.exact_pow = exact_pow
     if size > 0:
         n = (size + _BLOCK - 1) // _BLOCK

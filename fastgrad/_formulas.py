@@ -29,6 +29,7 @@ OPCODES = (
     "SIGN",                                # NumPy's sign (+0.0 for both zeros)
     "POW",                                 # a ** params[fn], by a plan chosen at run time
     "COPY",
+    "CAST",                                # into the instruction's dtype (typed programs)
 )
 OP = {name: i + 1 for i, name in enumerate(OPCODES)}
 
@@ -82,7 +83,7 @@ LOWERING["sign"] = ("SIGN", None)
 # Registers each instruction reads (a, b, c in order).
 READS = {OP[n]: 2 for n in ("ADD", "SUB", "MUL", "DIV", "GT", "GE", "LT", "LE", "UFUNC2")}
 READS.update({OP[n]: 1 for n in ("ADDC", "SUBC", "RSUBC", "MULC", "DIVC", "RDIVC", "NEG",
-                                 "UFUNC1", "SIGN", "POW", "COPY")})
+                                 "UFUNC1", "SIGN", "POW", "COPY", "CAST")})
 READS.update({OP["WHERE"]: 3, OP["CONST"]: 0, OP["PARAM"]: 0})
 
 _BINOPS = {ast.Add: "ADD", ast.Sub: "SUB", ast.Mult: "MUL", ast.Div: "DIV"}
@@ -219,35 +220,38 @@ def fold_constants(code, keep):
     k = 0
     arith = {OP[n] for n in ("ADD", "SUB", "MUL", "DIV")}
     while k < len(code):
-        op, dst, _, _, _, pfn, value = code[k]
+        op, dst, _, _, _, pfn, value = code[k][:7]
         users = [j for j in range(k + 1, len(code))
                  if dst in code[j][2:2 + READS[code[j][0]]]]
         foldable = (op in (OP["CONST"], OP["PARAM"]) and dst not in keep and value == value
                     and users and sum(ins[1] == dst for ins in code) == 1)
         immediate_fn = pfn + 1 if op == OP["PARAM"] else 0
         for j in users:
-            uop, _, a, b, _, _, _ = code[j]
+            uop, _, a, b = code[j][:4]
             if uop not in arith or (a == dst) == (b == dst):
                 foldable = False
         if not foldable:
             k += 1
             continue
         for j in users:
-            uop, d, a, b, c, fn, _ = code[j]
+            uop, d, a, b = code[j][:4]
             right = b == dst
             name = _WITH_CONSTANT[OPCODES[uop - 1], right]
-            code[j] = (OP[name], d, a if right else b, 0, 0, immediate_fn, value)
+            # The immediate takes the consuming instruction's dtype (a typed
+            # program's 8th field stays).
+            code[j] = (OP[name], d, a if right else b, 0, 0, immediate_fn, value) + code[j][7:]
         del code[k]
     return code
 
 
-def allocate(code, nfixed, outputs):
+def allocate(code, nfixed, outputs, types=None):
     """Map virtual registers onto as few as liveness allows.
 
     Registers below ``nfixed`` stay.  Each output gets a register of its own
     that nothing else uses (the evaluator writes it straight into the output
     array); an output that is an input or another output's register is
-    copied.  Returns ``(code, nregs, output registers)``.
+    copied.  ``types`` (a typed program) maps a register to its dtype code.
+    Returns ``(code, nregs, output registers)``.
     """
     code = list(code)
     outs = []
@@ -255,7 +259,10 @@ def allocate(code, nfixed, outputs):
         if r < nfixed or r in outs:
             # COPY into a register of its own.
             d = max([nfixed] + [ins[1] + 1 for ins in code] + [o + 1 for o in outputs])
-            code.append((OP["COPY"], d, r, 0, 0, 0, 0.0))
+            tail = () if types is None else (types[r],)
+            code.append((OP["COPY"], d, r, 0, 0, 0, 0.0) + tail)
+            if types is not None:
+                types[d] = types[r]
             r = d
         outs.append(r)
     # Drop what no output needs, last instruction first.
@@ -275,20 +282,27 @@ def allocate(code, nfixed, outputs):
         phys[r] = top
         top += 1
     free, out = [], []
-    for i, (op, d, a, b, c, fn, value) in enumerate(code):
+    for i, ins in enumerate(code):
+        op, d, a, b, c, fn, value = ins[:7]
         reads = (a, b, c)[:READS[op]]
         mapped = [phys[r] for r in reads]
-        for r in set(reads):
-            if r >= nfixed and r not in outs and last.get(r) == i:
-                free.append(phys[r])
+        dying = [phys[r] for r in set(reads)
+                 if r >= nfixed and r not in outs and last.get(r) == i]
+        # An operand's block may take the result in place (elementwise, read
+        # before written) -- unless their elements differ in size (a CAST).
+        in_place = types is None or all(types.get(r) == types.get(d) for r in reads)
+        if in_place:
+            free += dying
         if d not in phys:
             if free:
                 phys[d] = free.pop()
             else:
                 phys[d] = top
                 top += 1
+        if not in_place:
+            free += dying
         mapped += [0] * (3 - len(mapped))
-        out.append((op, phys[d], mapped[0], mapped[1], mapped[2], fn, value))
+        out.append((op, phys[d], mapped[0], mapped[1], mapped[2], fn, value) + ins[7:])
     return tuple(out), top, tuple(phys[r] for r in outs)
 
 
@@ -307,6 +321,167 @@ def compile_program(formulas, inputs, params=()):
     code = fold_constants(b.code, set(results))
     code, nregs, outs = allocate(code, len(inputs), results)
     return len(inputs), nregs, outs, code, tuple(b.param_exprs)
+
+
+# ---------------------------------------------------------------- typed programs
+
+F64, F32 = 0, 1
+
+
+class _Const:
+    """A constant subexpression, emitted where its dtype is known."""
+
+    def __init__(self, node, strong):
+        self.node, self.strong = node, strong
+
+
+class TypedBuilder(Builder):
+    """A Builder whose instructions each carry a dtype, following NumPy's
+    promotion as the NumPy rendering of the same formula computes it.
+
+    Inputs have fixed dtypes (``F64``/``F32``).  A number is weak (takes the
+    other operand's dtype, NEP 50) unless ``strong`` and it meets an array
+    in ``+ - * /``: then it is DeZero's ``np.array(number)``, strongly typed,
+    and the operation is float64.  A comparison is a mask, which takes the
+    dtype of what it is combined with (as bool does).  Mixed operands are
+    converted to float64 first (CAST), as NumPy does.
+    """
+
+    def __init__(self, nfixed, in_types, params=None, strong=False):
+        super().__init__(nfixed, params)
+        self.types = dict(enumerate(in_types))
+        self.masks = set()
+        self.strong = strong
+        self._casts = {}
+
+    def emit_typed(self, t, op, a=0, b=0, c=0, fn=0, value=0.0):
+        d = self.emit(op, a, b, c, fn, value)
+        self.code[-1] = self.code[-1] + (t,)
+        self.types[d] = t
+        return d
+
+    def formula(self, text, env):
+        reg, t = self._typed(ast.parse(text, mode="eval").body, env)
+        if isinstance(reg, _Const):
+            raise NotCompilable(f"{text} does not depend on an array")
+        return reg
+
+    # -- operands in a dtype
+    def _in(self, operand, t):
+        reg, rt = operand
+        if isinstance(reg, _Const):
+            value, code = self._constant_value(reg.node)
+            if value is not None:
+                return self.emit_typed(t, "CONST", value=value)
+            return self.emit_typed(t, "PARAM", fn=self._param_index(code))
+        if self.types[reg] == t:
+            return reg
+        key = (reg, t)
+        if key not in self._casts:
+            self._casts[key] = self.emit_typed(t, "CAST", reg)
+        return self._casts[key]
+
+    @staticmethod
+    def _kind(operand, masks):
+        """The dtype an operand imposes in promotion: None when it adapts
+        (a weak number, a mask)."""
+        reg, t = operand
+        if isinstance(reg, _Const):
+            return F64 if reg.strong else None
+        return None if reg in masks else t
+
+    def _promote(self, *operands):
+        kinds = [self._kind(o, self.masks) for o in operands]
+        fixed = [k for k in kinds if k is not None]
+        if fixed:
+            return min(fixed)           # float64 wins
+        regs = [o for o in operands if not isinstance(o[0], _Const)]
+        if regs:                        # masks only: their own dtype
+            return min(self.types[r] for r, _ in regs)
+        return F64                      # numbers only (np.where(m, 1, 0.2) is float64)
+
+    def _typed(self, n, env):
+        if self._is_constant(n, env) and not isinstance(n, ast.Call):
+            return _Const(n, False), None
+        if isinstance(n, ast.Name):
+            return env[n.id], self.types[env[n.id]]
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            x = self._typed(n.operand, env)
+            t = self._promote(x)
+            return self.emit_typed(t, "NEG", self._in(x, t)), t
+        if isinstance(n, ast.BinOp) and type(n.op) in _BINOPS:
+            left, right = self._typed(n.left, env), self._typed(n.right, env)
+            if self.strong:
+                # DeZero's Variable arithmetic: a number meeting an array is as_array(n).
+                left, right = [(_Const(o[0].node, True), None) if isinstance(o[0], _Const)
+                               else o for o in (left, right)]
+                if any(isinstance(o[0], _Const) for o in (left, right)) and any(
+                        o[0] in self.masks for o in (left, right)):
+                    raise NotCompilable("a strong number times a mask is an integer")
+            t = self._promote(left, right)
+            return self.emit_typed(t, _BINOPS[type(n.op)], self._in(left, t),
+                                   self._in(right, t)), t
+        if isinstance(n, ast.Compare) and len(n.ops) == 1 and type(n.ops[0]) in _CMPOPS:
+            left, right = self._typed(n.left, env), self._typed(n.comparators[0], env)
+            t = self._promote(left, right)
+            d = self.emit_typed(t, _CMPOPS[type(n.ops[0])], self._in(left, t),
+                                self._in(right, t))
+            self.masks.add(d)
+            return d, t
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            return self._typed_call(n.func.id, n.args, env)
+        raise NotCompilable(f"cannot compile {ast.unparse(n)}")
+
+    def _typed_call(self, f, args, env):
+        if f == "like":
+            x, target = self._typed(args[0], env), self._typed(args[1], env)
+            t = self._promote(target)
+            return self._in(x, t), t
+        if f == "pow":
+            base = self._typed(args[0], env)
+            if not self._is_constant(args[1], env):
+                raise NotCompilable("an array exponent")
+            value, code = self._constant_value(args[1])
+            t = self._promote(base)
+            return self.emit_typed(t, "POW", self._in(base, t), fn=self._param_index(
+                code if value is None else value)), t
+        if f == "where":
+            cond, a, b = (self._typed(a, env) for a in args)
+            t = self._promote(a, b)
+            d = self.emit_typed(t, "WHERE", self._in(cond, t), self._in(a, t), self._in(b, t))
+            return d, t
+        if f == "clip":
+            x, lo, hi = (self._typed(a, env) for a in args)
+            t = self._promote(x, lo, hi)
+            m = self.emit_typed(t, "UFUNC2", self._in(x, t), self._in(lo, t),
+                                fn=UFUNCS.index("maximum"))
+            return self.emit_typed(t, "UFUNC2", m, self._in(hi, t),
+                                   fn=UFUNCS.index("minimum")), t
+        lowering = LOWERING.get(f)
+        if lowering is None:
+            raise NotCompilable(f"no instruction for {f}()")
+        op, ufunc = lowering
+        xs = [self._typed(a, env) for a in args]
+        t = self._promote(*xs)
+        return self.emit_typed(t, op, *[self._in(x, t) for x in xs],
+                               fn=UFUNCS.index(ufunc) if ufunc else 0), t
+
+
+def compile_typed(formulas, inputs, in_types, params=(), strong=False):
+    """:func:`compile_program` for fixed input dtypes (``F64``/``F32`` per
+    input): every instruction carries its dtype, mixed operands are
+    converted as NumPy converts them, and with ``strong`` a number meeting
+    an array is strongly typed (DeZero's rules).  Returns ``(nin, nregs,
+    outputs, code, param_exprs, (input dtypes, output dtypes))``.
+    """
+    b = TypedBuilder(len(inputs), in_types, {p: None for p in params}, strong)
+    env = {name: i for i, name in enumerate(inputs)}
+    results = [b.formula(text, env) for text in formulas]
+    out_types = tuple(b.types[r] for r in results)
+    code = fold_constants(b.code, set(results))
+    code, nregs, outs = allocate(code, len(inputs), results, dict(b.types))
+    return (len(inputs), nregs, outs, code, tuple(b.param_exprs),
+            (tuple(in_types), out_types))
 
 
 def inputs_of(texts, candidates):

@@ -342,3 +342,44 @@ def test_half_integer_power_of_a_temporary_keeps_numpys_special_cases(c):
     with np.errstate(all="ignore"):
         want = (-x) ** c
     same_bits(got, want, ulp=4)
+
+
+@pytest.mark.parametrize("size", [1, 513, 70_001])
+@pytest.mark.parametrize("op", [o for o in OPS if _codegen._dezero_sensitive(o)],
+                         ids=lambda o: o.name)
+def test_typed_programs_follow_dezeros_promotion_on_float32(op, size):
+    # DeZero's formula on float32 arrays, strong numbers promoting to
+    # float64 part-way: the typed program gives the NumPy rendering's dtype
+    # and bits (fastgrad._numpy_ops' *_backward_dz).
+    from fastgrad import _numpy_ops
+    positive = op.domain[0] > 0
+    xs = [values(size, np.float32, seed=k, positive=positive) for k in range(op.arity)]
+    gy = values(size, np.float32, seed=9)
+    params = PARAMS.get(op.name, {})
+    with np.errstate(all="ignore"):
+        y = np.asarray(numpy_of(op, op.forward)(*xs, *params.values()))
+        grads = _codegen._dezero_grads(op)
+        ins = _formulas.inputs_of(grads, ["gy", "y"] + list(op.inputs))
+        nin, nregs, outs, code, exprs, types = _formulas.compile_typed(
+            grads, ins, [_formulas.F32] * len(ins), [p[0] for p in op.params], strong=True)
+        prog = _eval.Program(nin, nregs, outs, code, exprs, types)
+        env = dict(zip(op.inputs, xs), gy=gy, y=y)
+        got = prog(*[env[n] for n in ins], params=param_values(prog, op))
+        got = got if isinstance(got, tuple) else (got,)
+        want = getattr(_numpy_ops, op.name + "_backward_dz")(
+            gy, y, *xs, *params.values(), (1 << op.arity) - 1)
+    for g, w in zip(got, want):
+        w = np.asarray(w)
+        assert g.dtype == w.dtype
+        same_bits(g, w)
+
+
+def test_typed_programs_check_their_dtypes():
+    nin, nregs, outs, code, exprs, types = _formulas.compile_typed(
+        ["gy * (1 - y * y)"], ["gy", "y"], [_formulas.F32, _formulas.F32], strong=True)
+    prog = _eval.Program(nin, nregs, outs, code, exprs, types)
+    a = np.ones(10, np.float32)
+    assert prog(a, a).dtype == np.float64
+    assert prog(a.astype(np.float64), a) is None          # not its signature
+    with pytest.raises(ValueError, match="typed"):
+        _eval.Program(nin, nregs, outs, tuple(c[:7] for c in code), exprs, types)
