@@ -24,6 +24,8 @@ from cython cimport floating
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+from fastgrad._arrays cimport float_type
+
 import numpy as np
 
 cnp.import_array()
@@ -57,21 +59,6 @@ cdef class _Window:
 # ---------------------------------------------------------------------------
 # Validation (with the GIL, before any loop)
 # ---------------------------------------------------------------------------
-
-cdef int _ftype(object a):
-    """NPY_FLOAT or NPY_DOUBLE if ``a`` is an exact ndarray a kernel can read
-    (aligned, native byte order, any strides), else -1."""
-    cdef cnp.ndarray arr
-    cdef int t
-    if not cnp.PyArray_CheckExact(a):
-        return -1
-    arr = <cnp.ndarray>a
-    t = cnp.PyArray_TYPE(arr)
-    if ((t == cnp.NPY_DOUBLE or t == cnp.NPY_FLOAT)
-            and cnp.PyArray_ISALIGNED(arr) and cnp.PyArray_ISNOTSWAPPED(arr)):
-        return t
-    return -1
-
 
 cdef bint _elem_strides(cnp.ndarray a, Py_ssize_t* out) noexcept:
     """Strides of ``a`` in elements; False if one is not a whole number.
@@ -235,7 +222,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, bint matrix, out=None):
     ``x``, else into a new array.  None if ``x`` is not a float32/float64
     array the kernel reads.
     """
-    cdef int t = _ftype(x)
+    cdef int t = float_type(x, False)
     cdef _Window win
     cdef const Geom* g
     cdef Py_ssize_t xs[4]
@@ -334,7 +321,7 @@ def col2im(col, img_shape, kh, kw, sh, sw, ph, pw):
     ``img[:, :, PH:PH+H, PW:PW+W]`` of a new padded buffer of ``col``'s
     dtype.  None if ``col`` is not a float32/float64 array the kernel reads.
     """
-    cdef int t = _ftype(col)
+    cdef int t = float_type(col, False)
     cdef _Window win
     cdef const Geom* g
     cdef Py_ssize_t cs[6]
@@ -453,7 +440,7 @@ def max_pool(x, kh, kw, sh, sw, ph, pw):
     and ``np.intp``.  None when ``x`` is not taken, when OH*OW == 1, or when
     the import-time probe found NumPy's rules to differ.
     """
-    cdef int t = _ftype(x)
+    cdef int t = float_type(x, False)
     cdef int err = 0
     cdef _Window win
     cdef const Geom* g
@@ -537,7 +524,7 @@ def max_pool_grad(gy, indexes, x_shape, x_dtype, kh, kw, sh, sw, ph, pw):
     Returns the interior view of a padded buffer of ``x_dtype``, as DeZero's
     col2im does; None unless ``gy`` is a float32/float64 array of that dtype.
     """
-    cdef int t = _ftype(gy)
+    cdef int t = float_type(gy, False)
     cdef _Window win
     cdef const Geom* g
     cdef Py_ssize_t gs[4]
@@ -594,7 +581,7 @@ def max_pool_pick(x, indexes, kh, kw, sh, sw, ph, pw):
     """DeZero's ``Pooling2DWithIndexes.forward``: from each window of ``x``
     the element at ``indexes`` (+0.0 in the padding).  A new C-contiguous
     (N, C, OH, OW) array of ``x``'s dtype; None if ``x`` is not taken."""
-    cdef int t = _ftype(x)
+    cdef int t = float_type(x, False)
     cdef _Window win
     cdef const Geom* g
     cdef Py_ssize_t xs[4]
@@ -679,7 +666,7 @@ def avg_pool(x, kh, kw, sh, sw, ph, pw):
     im2col of ``x`` (padding counts as +0.0 in the mean).  A new C-contiguous
     (N, C, OH, OW) array of ``x``'s dtype; None when ``x`` is not taken, when
     OH*OW == 1, or when the import-time probe found NumPy's rule to differ."""
-    cdef int t = _ftype(x)
+    cdef int t = float_type(x, False)
     cdef _Window win
     cdef const Geom* g
     cdef Py_ssize_t xs[4]
@@ -723,11 +710,11 @@ def add_bias(y, b):
     (a convolution's (N, OH, OW, OC) product), both float32 or both float64:
     NumPy's broadcast add, one addition per element.  Returns ``y``, or None
     (nothing done) for anything else."""
-    cdef int t = _ftype(y)
+    cdef int t = float_type(y, False)
     cdef Py_ssize_t bs[1]
     cdef Py_ssize_t n, m
     cdef cnp.ndarray a, bb
-    if (t < 0 or _ftype(b) != t or cnp.PyArray_NDIM(<cnp.ndarray>b) != 1
+    if (t < 0 or float_type(b, False) != t or cnp.PyArray_NDIM(<cnp.ndarray>b) != 1
             or cnp.PyArray_NDIM(<cnp.ndarray>y) < 1
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>y)
             or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>y)):

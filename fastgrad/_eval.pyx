@@ -26,6 +26,7 @@ from libc.string cimport memcpy
 import numpy as np
 
 from fastgrad._alloc cimport alloc_array
+from fastgrad._arrays cimport float_type
 from fastgrad._threads cimport parallel_for
 
 cnp.import_array()
@@ -474,21 +475,6 @@ cdef void _piece(void* ctx, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
 
 # ---------------------------------------------------------------- entry points
 
-cdef inline int _float_type(object a) noexcept:
-    """NPY_FLOAT or NPY_DOUBLE if ``a`` may be read in place, else -1."""
-    cdef cnp.ndarray arr
-    cdef int t
-    if not cnp.PyArray_CheckExact(a):
-        return -1
-    arr = <cnp.ndarray>a
-    t = cnp.PyArray_TYPE(arr)
-    if ((t == cnp.NPY_DOUBLE or t == cnp.NPY_FLOAT)
-            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
-            and cnp.PyArray_ISNOTSWAPPED(arr)):
-        return t
-    return -1
-
-
 cdef inline bint _number(object c, double* out) noexcept:
     """A Python float, or an int a double holds exactly."""
     if type(c) is float:
@@ -527,7 +513,7 @@ cdef object evaluate(Program prog, tuple arrays, tuple params, object out,
             return None
     for i in range(prog.nin):
         a = arrays[i]
-        k = _float_type(a)
+        k = float_type(a, True)
         if k < 0:
             return None
         if prog.typed:
@@ -562,7 +548,7 @@ cdef object evaluate(Program prog, tuple arrays, tuple params, object out,
         if prog.typed:
             ot = cnp.NPY_DOUBLE if prog.out_t[k] == 0 else cnp.NPY_FLOAT
         job.out_size[k] = 8 if ot == cnp.NPY_DOUBLE else 4
-        if k == 0 and out is not None and _float_type(out) == ot and cnp.PyArray_ISWRITEABLE(
+        if k == 0 and out is not None and float_type(out, True) == ot and cnp.PyArray_ISWRITEABLE(
                 <cnp.ndarray>out) and cnp.PyArray_SAMESHAPE(<cnp.ndarray>out, like):
             o = out
             for i in range(prog.nin):
@@ -615,12 +601,12 @@ cdef Program _ONES = Program(1, 2, (1,), ((I_CONST, 1, 0, 0, 0, 0, 1.0),))
 
 
 cdef object copy_array(object a):
-    r = evaluate(_COPY, (a,), (), None) if _float_type(a) >= 0 else None
+    r = evaluate(_COPY, (a,), (), None) if float_type(a, True) >= 0 else None
     return np.array(a) if r is None else r
 
 
 cdef object ones_array(object a):
-    r = evaluate(_ONES, (a,), (), None) if _float_type(a) >= 0 else None
+    r = evaluate(_ONES, (a,), (), None) if float_type(a, True) >= 0 else None
     return np.ones_like(a) if r is None else r
 
 

@@ -15,6 +15,7 @@ from libc.string cimport memcmp
 import numpy as np
 
 from fastgrad import _reference as _ref
+from fastgrad._arrays cimport float_type
 
 cnp.import_array()
 
@@ -22,19 +23,8 @@ __all__ = ["softmax", "softmax_cross_entropy", "softmax_cross_entropy_backward",
            "sum_to", "add_bias"]
 
 
-cdef inline int _ftype(object a):
-    """NPY_FLOAT or NPY_DOUBLE if ``a`` can go to a kernel, else -1."""
-    cdef cnp.ndarray arr
-    cdef int t
-    if not cnp.PyArray_CheckExact(a):
-        return -1
-    arr = <cnp.ndarray>a
-    t = cnp.PyArray_TYPE(arr)
-    if ((t == cnp.NPY_DOUBLE or t == cnp.NPY_FLOAT)
-            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
-            and cnp.PyArray_ISNOTSWAPPED(arr)):
-        return t
-    return -1
+cdef inline int _ftype(object a) noexcept:
+    return float_type(a, True)
 
 
 cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
