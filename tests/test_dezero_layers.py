@@ -16,7 +16,7 @@ from fastgrad.dezero.core import test_mode as eval_mode
 import fastgrad.dezero.functions as F
 import fastgrad.dezero.layers as L
 import fastgrad.dezero.models as M
-import fastgrad.nn_functions as NF
+import fastgrad.functions.networks as NF
 
 
 def _dz():

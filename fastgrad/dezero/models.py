@@ -19,7 +19,7 @@ import fastgrad.dezero.functions as F
 from fastgrad.dezero import layers as L
 from fastgrad.dezero.functions_conv import average_pooling, pooling
 from fastgrad.dezero.layers import Layer
-from fastgrad.nn_functions import dropout
+from fastgrad.functions import dropout
 
 __all__ = ["Model", "Sequential", "MLP", "VGG16", "ResNet", "ResNet50",
            "ResNet101", "ResNet152", "SqueezeNet", "BuildingBlock",
