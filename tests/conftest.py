@@ -1,41 +1,25 @@
 """Shared test helpers: DeZero as an oracle, and central finite differences."""
-import contextlib
-import importlib
-
 import numpy as np
 import pytest
 
-
-@contextlib.contextmanager
-def _numpy_int_alias():
-    # dezero 0.0.13 uses np.int, which NumPy 2 removed; alias it only while
-    # DeZero's modules are imported, so nothing else sees the alias.
-    had = hasattr(np, "int")
-    if not had:
-        np.int = int
-    try:
-        yield
-    finally:
-        if not had and hasattr(np, "int"):
-            del np.int
+from fastgrad import _dezero_loader
 
 
 def import_dezero(module="dezero"):
     """Import a module of dezero 0.0.13 (the reference), or skip the test.
 
-    ``np.int`` is aliased to ``int`` during the import and removed again.
-    DeZero's code that reads ``np.int`` at call time (a few utilities) needs
-    :func:`dezero_numpy_int` around the call.
+    ``np.int`` & co. are aliased during the import and removed again
+    (``fastgrad._dezero_loader``).  DeZero's code that reads ``np.int`` at
+    call time (a few utilities) needs :func:`dezero_numpy_int` around the
+    call.
     """
     try:
-        with _numpy_int_alias():
-            importlib.import_module("dezero")
-            return importlib.import_module(module)
+        return _dezero_loader.import_dezero(module)
     except ImportError as exc:  # not installed, or matplotlib missing
-        pytest.skip(f"dezero 0.0.13 is not importable: {exc}")
+        pytest.skip(str(exc))
 
 
-dezero_numpy_int = _numpy_int_alias
+dezero_numpy_int = _dezero_loader.numpy_aliases
 
 
 def numerical_grad(f, x, eps=None):

@@ -11,6 +11,7 @@ import subprocess
 import numpy as np
 
 from fastgrad.dezero import cuda
+from fastgrad.dezero.core import Variable
 
 # DeZero keeps these ndarray helpers in dezero.utils; fastgrad's structural
 # ops share one implementation of them.
@@ -263,10 +264,6 @@ def _as_float64_variable(x):
         if x.data is None:
             raise TypeError("gradient_check: the Variable has no data (None)")
         return type(x)(cuda.as_numpy(x.data).astype(np.float64))
-    try:
-        from fastgrad.dezero.core import Variable
-    except ImportError:
-        from fastgrad import Variable
     return Variable(np.array(x, dtype=np.float64))
 
 
