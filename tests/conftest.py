@@ -45,12 +45,26 @@ def numerical_grad(f, x, eps=None):
     return grad
 
 
+def numerical_grad_wrt(fn, arrays, i, eps=None):
+    """Central finite-difference gradient of ``sum(fn(*arrays))`` with respect
+    to ``arrays[i]``; every array is taken in float64."""
+    others = [np.asarray(a, dtype=np.float64) for a in arrays]
+
+    def f(v):
+        args = list(others)
+        args[i] = v
+        return fn(*args)
+    return numerical_grad(f, arrays[i], eps=eps)
+
+
 def layout(a, kind):
     """The same values as ``a`` in another memory layout.
 
     ``kind``: ``contiguous``, ``strided`` (every other element of a wider
-    array), ``transposed`` (Fortran order) or ``readonly``.  0-d arrays have
-    no other strides: only ``readonly`` changes them.
+    array), ``transposed`` (Fortran order), ``reversed`` (negative strides
+    along the last axis), ``nhwc`` (a 4-d array channels-last in memory, as
+    a convolution returns its output) or ``readonly``.  0-d arrays have no
+    other strides: only ``readonly`` changes them.
     """
     if kind == "readonly":
         a = a.copy()
@@ -65,4 +79,8 @@ def layout(a, kind):
         return view
     if kind == "transposed":
         return np.ascontiguousarray(a.T).T
+    if kind == "reversed":
+        return np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+    if kind == "nhwc":
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     raise ValueError(kind)
