@@ -73,7 +73,7 @@ _SQUARE = {}
 
 
 def square_function(impl):
-    """The notebook-style user Function of the book (one class per impl:
+    """A user Function as the book writes it (one class per impl:
     a class made per call would bring its own type/dict cycles)."""
     if impl not in _SQUARE:
 
@@ -99,7 +99,7 @@ STEPS = {
 # Peak of forward+backward, in A above a baseline holding x, for DEPTH steps.
 # From DeZero stage 2 (measured, exact): the graph holds its n outputs, the
 # backward pass adds the seed grad and one op's gradient work -- 2 arrays for
-# a one-input op (12 A = the issue's figure), 5 for y * y (two partial grads
+# a one-input op (12 A for ten squares), 5 for y * y (two partial grads
 # and their sum), 13 for "mix" (its x.grad accumulates over 10 products).
 PEAK_A = {"pow": 12, "mul": 15, "mix": 33, "user_square": 12}
 
