@@ -106,27 +106,17 @@ def measure(impl_name, workload, size, depth, pause=0.0):
         # np.ones writes every page, so x is resident before the baseline.
         x = impl.Variable(np.ones(size))
         array_bytes = x.data.nbytes
-        baseline = probes.numpy_traced_bytes()
-        traced_base = tracemalloc.get_traced_memory()[0]
-        rss_base = probes.rss_bytes()
-        hwm_reset = probes.reset_rss_peak()
-        time.sleep(pause)
-        tracemalloc.reset_peak()
-        faults = probes.minor_faults()
+        base = probes.Baseline(pause)
 
         y = run_workload(impl, workload, x, depth)
 
-        faults = probes.minor_faults() - faults
-        peak = tracemalloc.get_traced_memory()[1] - traced_base
-        held = probes.numpy_traced_bytes() - baseline
-        rss_held = probes.rss_bytes() - rss_base
-        rss_peak = probes.rss_peak_bytes() - rss_base if hwm_reset else None
+        run = base.after_run()
         time.sleep(pause)
 
         del y
         x.cleargrad()
-        freed = probes.numpy_traced_bytes() - baseline
-        rss_freed = probes.rss_after_idle_purge() - rss_base
+        freed = base.numpy_bytes()
+        rss_freed = base.rss_after_idle_purge()
         time.sleep(pause)
     finally:
         tracemalloc.stop()
@@ -134,7 +124,7 @@ def measure(impl_name, workload, size, depth, pause=0.0):
     # One run's fault count is noisy (transparent huge pages are granted or
     # not depending on the kernel's free memory), so report the median over
     # this run and FAULT_RUNS - 1 more, each with a fresh graph.
-    runs = [faults]
+    runs = [run["faults"]]
     for _ in range(FAULT_RUNS - 1):
         start = probes.minor_faults()
         y = run_workload(impl, workload, x, depth)
@@ -150,16 +140,16 @@ def measure(impl_name, workload, size, depth, pause=0.0):
         "size": size,
         "depth": depth,
         "array_bytes": array_bytes,
-        "baseline_bytes": baseline,
-        "peak_bytes": peak,
-        "held_bytes": held,
+        "baseline_bytes": base.numpy,
+        "peak_bytes": run["peak"],
+        "held_bytes": run["held"],
         "freed_bytes": freed,
         "page_faults": sorted(runs)[len(runs) // 2],
         "page_faults_runs": runs,
         "page_faults_4k": no_thp,
-        "rss_baseline_bytes": rss_base,
-        "rss_peak_bytes": rss_peak,
-        "rss_held_bytes": rss_held,
+        "rss_baseline_bytes": base.rss,
+        "rss_peak_bytes": run["rss_peak"],
+        "rss_held_bytes": run["rss_held"],
         "rss_freed_bytes": rss_freed,
     }
 

@@ -108,3 +108,47 @@ def faults_without_thp(run):
     start = minor_faults()
     run()
     return minor_faults() - start
+
+
+class Baseline:
+    """The readings before a run, to measure the run against.
+
+    Create it (with tracemalloc tracing) just before the run, call
+    :meth:`after_run` as soon as it returns; :meth:`numpy_bytes` and
+    :meth:`rss_after_idle_purge` read later states against the same
+    baseline.  ``pause`` seconds of sleep before the run make the phases
+    visible to a sampling profiler.
+    """
+
+    def __init__(self, pause=0.0):
+        self.numpy = numpy_traced_bytes()
+        self.traced = tracemalloc.get_traced_memory()[0]
+        self.rss = rss_bytes()
+        self._hwm_reset = reset_rss_peak()
+        time.sleep(pause)
+        tracemalloc.reset_peak()
+        self.faults = minor_faults()      # last: nothing after it faults
+
+    def after_run(self):
+        """What the run did, in bytes above the baseline (and its faults).
+
+        ``faults``: minor page faults; ``peak``: tracemalloc's peak, both
+        domains; ``held``: NumPy's domain now; ``rss_held``, ``rss_peak``:
+        RSS now and at its high-water mark (None where it cannot be reset).
+        """
+        faults = minor_faults() - self.faults   # first: the readings fault too
+        return {
+            "faults": faults,
+            "peak": tracemalloc.get_traced_memory()[1] - self.traced,
+            "held": self.numpy_bytes(),
+            "rss_held": rss_bytes() - self.rss,
+            "rss_peak": rss_peak_bytes() - self.rss if self._hwm_reset else None,
+        }
+
+    def numpy_bytes(self):
+        """NumPy-domain bytes traced now, above the baseline."""
+        return numpy_traced_bytes() - self.numpy
+
+    def rss_after_idle_purge(self):
+        """RSS above the baseline once the allocator's idle blocks are gone."""
+        return rss_after_idle_purge() - self.rss

@@ -234,36 +234,27 @@ def measure_function(target, inputs, mode, impl="fastgrad", warmup=True):
     gc.disable()
     tracemalloc.start()
     try:
-        base_np = probes.numpy_traced_bytes()
-        base_all = tracemalloc.get_traced_memory()[0]
-        rss_base = probes.rss_bytes()
-        hwm_reset = probes.reset_rss_peak()
-        tracemalloc.reset_peak()
-        faults = probes.minor_faults()
+        base = probes.Baseline()
 
         y = _run_fn(module, fn, xs, mode)
 
-        faults = probes.minor_faults() - faults
-        peak = tracemalloc.get_traced_memory()[1] - base_all
-        held = probes.numpy_traced_bytes() - base_np
-        rss_held = probes.rss_bytes() - rss_base
-        rss_peak = probes.rss_peak_bytes() - rss_base if hwm_reset else None
+        run = base.after_run()
         out = y.data
         output_bytes = out.nbytes if isinstance(out, np.ndarray) else 0
         del out
         report = graph_report(y, top=0)
         del y
-        after_del = probes.numpy_traced_bytes() - base_np
-        rss_after = probes.rss_after_idle_purge() - rss_base
+        after_del = base.numpy_bytes()
+        rss_after = base.rss_after_idle_purge()
         grads = [array_of(x.grad) for x in xs]
         grads_bytes = sum(g.nbytes for g in grads if g is not None)
         del grads
     finally:
         tracemalloc.stop()
         gc.enable()
-    return ModeMemory(mode, peak, held, after_del, grads_bytes, output_bytes,
-                      rss_peak, rss_held, rss_after, faults, report.functions,
-                      report.variables).to_dict()
+    return ModeMemory(mode, run["peak"], run["held"], after_del, grads_bytes, output_bytes,
+                      run["rss_peak"], run["rss_held"], rss_after, run["faults"],
+                      report.functions, report.variables).to_dict()
 
 
 def _profile(target, specs, impl, modes, warmup):
