@@ -57,6 +57,36 @@ def numerical_grad_wrt(fn, arrays, i, eps=None):
     return numerical_grad(f, arrays[i], eps=eps)
 
 
+def check_grads_keep_dtype(face, fn, arrays, dtype, rtol, atol, seed=0):
+    """Gradients of ``sum(fn(*xs) * R)`` on ``face`` against central
+    differences, with ``Config.keep_dtype``; returns the output.
+
+    ``face`` is ``fastgrad.dezero``; ``xs`` are its Variables of ``arrays`` in
+    ``dtype``, R a fixed random array (``seed``), so that every output
+    element counts.  The finite differences run in float64.  With
+    ``keep_dtype`` float32 stays float32 (DeZero's default rules are compared
+    with DeZero itself in test_dezero_dtypes.py): every grad must have
+    ``dtype``.
+    """
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    with face.using_config("keep_dtype", True):
+        xs = [face.Variable(a.astype(dtype)) for a in arrays]
+        y = fn(*xs)
+        R = np.random.default_rng(seed).standard_normal(y.shape)
+        face.functions.sum(y * R.astype(dtype)).backward()
+        for i, x in enumerate(xs):
+            def f(a, i=i):
+                args = [face.Variable(b) for b in arrays]
+                args[i] = face.Variable(a)
+                with face.no_grad():
+                    return fn(*args).data * R
+            num = numerical_grad(f, arrays[i])
+            assert x.grad.dtype == dtype
+            np.testing.assert_allclose(x.grad.data, num, rtol=rtol, atol=atol,
+                                       err_msg=f"gradient of input {i}")
+    return y
+
+
 def layout(a, kind):
     """The same values as ``a`` in another memory layout.
 
