@@ -61,6 +61,18 @@ def isolated_imports(tmp_path_factory):
         return dict(pool.map(run, MODULES))
 
 
+def test_the_vocabulary_and_the_engine_do_not_import_the_full_face(tmp_path):
+    # The full face registers itself with the layers below it; importing
+    # them (and calling them on arrays) must not pull it in.
+    code = ("import sys, numpy as np, fastgrad, fastgrad.functions as F\n"
+            "F.average(np.ones(3)); F.reshape(np.ones(6), (6,)); F.accuracy(np.eye(2), [0, 1])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fastgrad.dezero')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"
+
+
 def test_the_walk_finds_the_package():
     for name in ("fastgrad._core", "fastgrad.functions.tensor", "fastgrad.dezero.layers",
                  "fastgrad.profiling.graph", "fastgrad.bench.memory"):

@@ -23,7 +23,9 @@ Every class here is an ordinary full-face ``Function``: ``forward`` takes
 ndarrays and returns ndarrays, ``backward`` takes Variables and returns
 Variables built from these functions, so every derivative can be
 differentiated again (``backward(create_graph=True)``).  Each module imports
-only the engine and the modules listed before it.
+only the engine, ``_common`` and the modules listed before it; none imports
+the faces above (``fastgrad.dezero.core`` registers its Variable class with
+``_common`` instead).
 
 Where DeZero 0.0.13 defines a formula (softmax, log-softmax, the losses),
 the same floating-point operations run in the same order, so float64 results
