@@ -30,12 +30,6 @@ __all__ = [
 # =============================================================================
 # local files
 # =============================================================================
-def _default_cache_dir():
-    # utils.cache_dir is the one cache directory (DeZero's ~/.dezero), read
-    # at each call so that setting it takes effect.
-    return utils.cache_dir
-
-
 def _file_name(url, file_name=None):
     return url[url.rfind('/') + 1:] if file_name is None else file_name
 
@@ -287,7 +281,7 @@ class CIFAR10(Dataset):
         return self.url
 
     def prepare(self):
-        cache = self.root if self.root is not None else _default_cache_dir()
+        cache = self.root if self.root is not None else utils.cache_dir
         self.data, self.label = load_cache_npz(self._cache_name(), self.train, root=cache)
         if self.data is not None:
             return
@@ -529,7 +523,7 @@ class Shakespear(Dataset):
 def _npz_path(filename, train, root):
     name = filename[filename.rfind('/') + 1:]
     suffix = '.train.npz' if train else '.test.npz'
-    return os.path.join(_default_cache_dir() if root is None else os.fspath(root), name + suffix)
+    return os.path.join(utils.cache_dir if root is None else os.fspath(root), name + suffix)
 
 
 def load_cache_npz(filename, train=False, *, root=None):

@@ -10,12 +10,12 @@ import subprocess
 
 import numpy as np
 
+from fastgrad._array_utils import array_of, int_pair, is_variable
 from fastgrad.dezero import cuda
 from fastgrad.dezero.core import Variable
 
 # DeZero keeps these ndarray helpers in dezero.utils; fastgrad's structural
 # ops share one implementation of them.
-from fastgrad._array_utils import array_of, int_pair, is_variable
 from fastgrad._array_utils import (  # noqa: F401 - DeZero's names
     logsumexp,
     max_backward_shape,
