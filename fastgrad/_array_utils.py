@@ -21,14 +21,34 @@ from fastgrad._reference import logsumexp
 __all__ = ["sum_to", "reshape_sum_backward", "logsumexp", "max_backward_shape"]
 
 
-# ------------------------------------------------------------ validation
+# ------------------------------------------------------------ Variables
 
-def _is_variable(obj):
-    # Any autodiff Variable (either face) carries its array in ``data`` and
-    # records its producer in ``creator``; ndarrays have neither.
+def is_variable(obj):
+    """True for an autodiff Variable of either face (or one that looks like it).
+
+    A Variable carries its array in ``data`` and records its producer in
+    ``creator``; an ndarray has a ``data`` attribute too (a memoryview) but
+    no ``creator``.
+    """
     if isinstance(obj, _Variable):
         return True
     return hasattr(obj, "creator") and hasattr(obj, "data") and not isinstance(obj, np.ndarray)
+
+
+def array_of(value):
+    """The array behind ``value``: a Variable's ``data``, anything else as it is.
+
+    A grad is an ndarray on the stage-2 face and a Variable on the full face;
+    ``array_of(v.grad)`` is its array either way (None stays None).
+    """
+    if isinstance(value, np.ndarray):
+        return value
+    if is_variable(value):
+        return value.data
+    return value
+
+
+# ------------------------------------------------------------ validation
 
 
 def _all_ints(items):
@@ -42,7 +62,7 @@ def as_shape(shape, what="shape"):
     """Return ``shape`` as a tuple of Python ints, or raise TypeError."""
     if type(shape) is tuple and _all_ints(shape):  # the common case, without ABC checks
         return shape
-    if _is_variable(shape):
+    if is_variable(shape):
         raise TypeError(f"{what} must be a tuple of ints, not a Variable")
     if isinstance(shape, (numbers.Integral, np.integer)) and not isinstance(shape, bool):
         return (int(shape),)
@@ -61,6 +81,50 @@ def as_shape(shape, what="shape"):
     return tuple(int(s) for s in items)
 
 
+def int_pair(x, what, minimum=None, lists=True, wrong_type=TypeError):
+    """Return ``(a, b)`` as Python ints from an int or a pair of ints.
+
+    Parameters
+    ----------
+    x : int or tuple of two ints
+        ``n`` stands for ``(n, n)``.  NumPy integers count as ints, bools do
+        not.
+    what : str
+        Names the argument in error messages (``"conv2d: stride"``).
+    minimum : int, optional
+        The smallest value allowed; ValueError below it.
+    lists : bool
+        Accept a list of two ints as a pair too (tuples always are).
+    wrong_type : type
+        The exception for an argument that is not an int or a pair of ints:
+        TypeError, or ValueError where DeZero's own ``pair`` is the contract
+        (its layers and transforms raise ValueError for every bad size).
+
+    Examples
+    --------
+    >>> int_pair(3, "kernel_size")
+    (3, 3)
+    """
+    if type(x) is int:          # the common cases, without ABC checks
+        if minimum is None or x >= minimum:
+            return x, x
+    elif (type(x) is tuple and len(x) == 2 and type(x[0]) is int and type(x[1]) is int
+            and (minimum is None or (x[0] >= minimum and x[1] >= minimum))):
+        return x
+    if isinstance(x, tuple) or (lists and isinstance(x, list)):
+        if len(x) != 2:
+            raise ValueError(f"{what} must be an int or a pair of ints, got {x!r}")
+        items = tuple(x)
+    else:
+        items = (x, x)
+    for v in items:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise wrong_type(f"{what} must be an int or a pair of ints, got {x!r}")
+        if minimum is not None and v < minimum:
+            raise ValueError(f"{what} must be >= {minimum}, got {x!r}")
+    return int(items[0]), int(items[1])
+
+
 def normalize_axis(axis, ndim, what="axis", allow_none=True):
     """Return ``axis`` as a tuple of non-negative ints (``None`` -> all axes).
 
@@ -73,7 +137,7 @@ def normalize_axis(axis, ndim, what="axis", allow_none=True):
         if not allow_none:
             raise TypeError(f"{what} must be an int, not None")
         return tuple(range(ndim))
-    if _is_variable(axis):
+    if is_variable(axis):
         raise TypeError(f"{what} must be an int or a tuple of ints, not a Variable")
     if isinstance(axis, (numbers.Integral, np.integer)) and not isinstance(axis, bool):
         items = (axis,)

@@ -1,41 +1,25 @@
 """Shared test helpers: DeZero as an oracle, and central finite differences."""
-import contextlib
-import importlib
-
 import numpy as np
 import pytest
 
-
-@contextlib.contextmanager
-def _numpy_int_alias():
-    # dezero 0.0.13 uses np.int, which NumPy 2 removed; alias it only while
-    # DeZero's modules are imported, so nothing else sees the alias.
-    had = hasattr(np, "int")
-    if not had:
-        np.int = int
-    try:
-        yield
-    finally:
-        if not had and hasattr(np, "int"):
-            del np.int
+from fastgrad import _dezero_loader
 
 
 def import_dezero(module="dezero"):
     """Import a module of dezero 0.0.13 (the reference), or skip the test.
 
-    ``np.int`` is aliased to ``int`` during the import and removed again.
-    DeZero's code that reads ``np.int`` at call time (a few utilities) needs
-    :func:`dezero_numpy_int` around the call.
+    ``np.int`` & co. are aliased during the import and removed again
+    (``fastgrad._dezero_loader``).  DeZero's code that reads ``np.int`` at
+    call time (a few utilities) needs :func:`dezero_numpy_int` around the
+    call.
     """
     try:
-        with _numpy_int_alias():
-            importlib.import_module("dezero")
-            return importlib.import_module(module)
+        return _dezero_loader.import_dezero(module)
     except ImportError as exc:  # not installed, or matplotlib missing
-        pytest.skip(f"dezero 0.0.13 is not importable: {exc}")
+        pytest.skip(str(exc))
 
 
-dezero_numpy_int = _numpy_int_alias
+dezero_numpy_int = _dezero_loader.numpy_aliases
 
 
 def numerical_grad(f, x, eps=None):
@@ -61,12 +45,56 @@ def numerical_grad(f, x, eps=None):
     return grad
 
 
+def numerical_grad_wrt(fn, arrays, i, eps=None):
+    """Central finite-difference gradient of ``sum(fn(*arrays))`` with respect
+    to ``arrays[i]``; every array is taken in float64."""
+    others = [np.asarray(a, dtype=np.float64) for a in arrays]
+
+    def f(v):
+        args = list(others)
+        args[i] = v
+        return fn(*args)
+    return numerical_grad(f, arrays[i], eps=eps)
+
+
+def check_grads_keep_dtype(face, fn, arrays, dtype, rtol, atol, seed=0):
+    """Gradients of ``sum(fn(*xs) * R)`` on ``face`` against central
+    differences, with ``Config.keep_dtype``; returns the output.
+
+    ``face`` is ``fastgrad.dezero``; ``xs`` are its Variables of ``arrays`` in
+    ``dtype``, R a fixed random array (``seed``), so that every output
+    element counts.  The finite differences run in float64.  With
+    ``keep_dtype`` float32 stays float32 (DeZero's default rules are compared
+    with DeZero itself in test_dezero_dtypes.py): every grad must have
+    ``dtype``.
+    """
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    with face.using_config("keep_dtype", True):
+        xs = [face.Variable(a.astype(dtype)) for a in arrays]
+        y = fn(*xs)
+        R = np.random.default_rng(seed).standard_normal(y.shape)
+        face.functions.sum(y * R.astype(dtype)).backward()
+        for i, x in enumerate(xs):
+            def f(a, i=i):
+                args = [face.Variable(b) for b in arrays]
+                args[i] = face.Variable(a)
+                with face.no_grad():
+                    return fn(*args).data * R
+            num = numerical_grad(f, arrays[i])
+            assert x.grad.dtype == dtype
+            np.testing.assert_allclose(x.grad.data, num, rtol=rtol, atol=atol,
+                                       err_msg=f"gradient of input {i}")
+    return y
+
+
 def layout(a, kind):
     """The same values as ``a`` in another memory layout.
 
     ``kind``: ``contiguous``, ``strided`` (every other element of a wider
-    array), ``transposed`` (Fortran order) or ``readonly``.  0-d arrays have
-    no other strides: only ``readonly`` changes them.
+    array), ``transposed`` (Fortran order), ``reversed`` (negative strides
+    along the last axis), ``nhwc`` (a 4-d array channels-last in memory, as
+    a convolution returns its output) or ``readonly``.  0-d arrays have no
+    other strides: only ``readonly`` changes them.
     """
     if kind == "readonly":
         a = a.copy()
@@ -81,6 +109,10 @@ def layout(a, kind):
         return view
     if kind == "transposed":
         return np.ascontiguousarray(a.T).T
+    if kind == "reversed":
+        return np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+    if kind == "nhwc":
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     raise ValueError(kind)
 
 

@@ -12,6 +12,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from conftest import import_dezero, numerical_grad
+from conftest import layout as _layout
 import fastgrad
 from fastgrad import _conv as K
 from fastgrad.dezero.core import Variable, no_grad, using_config
@@ -49,25 +50,6 @@ def _dezero():
 
 def _out(H, K, S, P):
     return (H + 2 * P - K) // S + 1
-
-
-def _layout(a, kind):
-    """The values of ``a`` in another memory layout."""
-    if kind == "contiguous":
-        return a
-    if kind == "strided":
-        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
-        big[..., ::2] = a
-        return big[..., ::2]
-    if kind == "nhwc":       # channels last in memory, as conv2d returns its output
-        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    if kind == "reversed":
-        return np.ascontiguousarray(a[..., ::-1])[..., ::-1]
-    if kind == "readonly":
-        a = a.copy()
-        a.flags.writeable = False
-        return a
-    raise ValueError(kind)
 
 
 def _values(shape, dtype, seed, specials=False):

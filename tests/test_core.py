@@ -1,4 +1,5 @@
-"""The documented behaviours of the core API beyond the notebook's prints."""
+"""The documented behaviours of the core API beyond the book's printed
+outputs (those are tests/test_notebook.py)."""
 import subprocess
 import sys
 import textwrap

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from conftest import import_dezero, numerical_grad
-from fastgrad.dezero.core import Variable, no_grad, using_config
+from conftest import check_grads_keep_dtype, import_dezero, numerical_grad
+import fastgrad.dezero
+from fastgrad.dezero.core import Variable
 import fastgrad.dezero.functions as F
 import fastgrad.dezero.functions_conv as C
 
@@ -181,31 +182,10 @@ def test_im2col_col2im_functions_equal_dezero(geom):
 # finite differences
 # =============================================================================
 def _check_first_order(fn, arrays, dtype, rtol, atol, seed=0):
-    """Gradients of sum(fn(*xs) * R) against finite differences (float64).
-
-    With Config.keep_dtype, so that float32 stays float32 (the default rules
-    are DeZero's, compared with DeZero in test_dezero_dtypes.py)."""
-    with using_config("keep_dtype", True):
-        _check_first_order_kept(fn, arrays, dtype, rtol, atol, seed)
-
-
-def _check_first_order_kept(fn, arrays, dtype, rtol, atol, seed):
-    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
-    xs = [Variable(a.astype(dtype)) for a in arrays]
-    y = fn(*xs)
+    """Gradients of sum(fn(*xs) * R) against finite differences (float64),
+    float32 kept float32 (conftest.check_grads_keep_dtype)."""
+    y = check_grads_keep_dtype(fastgrad.dezero, fn, arrays, dtype, rtol, atol, seed)
     assert y.dtype == dtype
-    R = np.random.default_rng(seed).standard_normal(y.shape)
-    F.sum(y * R.astype(dtype)).backward()
-    for i, x in enumerate(xs):
-        def f(a, i=i):
-            args = [Variable(b) for b in arrays]
-            args[i] = Variable(a)
-            with no_grad():
-                return fn(*args).data * R
-        num = numerical_grad(f, arrays[i])
-        assert x.grad.dtype == dtype
-        assert_allclose(x.grad.data, num, rtol=rtol, atol=atol,
-                        err_msg=f"gradient of input {i}")
 
 
 TOL = {np.float64: (1e-6, 1e-7), np.float32: (1e-3, 1e-3)}

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from conftest import import_dezero, numerical_grad
-from fastgrad.dezero.core import Parameter, Variable, no_grad, using_config
+from conftest import check_grads_keep_dtype, import_dezero, numerical_grad
+import fastgrad.dezero
+from fastgrad.dezero.core import Parameter, Variable, using_config
 from fastgrad.dezero.core import test_mode as eval_mode
 import fastgrad.dezero.functions as F
 import fastgrad.dezero.layers as L
 import fastgrad.dezero.models as M
-import fastgrad.nn_functions as NF
+import fastgrad.functions.networks as NF
 
 
 def _dz():
@@ -40,30 +41,9 @@ def _copy_params(src, dst):
 
 
 def _check_grads(fn, arrays, dtype, rtol, atol, seed=0):
-    """Gradients of sum(fn(*xs) * R) against central finite differences.
-
-    With Config.keep_dtype, so that float32 stays float32 (the default rules
-    are DeZero's, compared with DeZero in test_dezero_dtypes.py)."""
-    with using_config("keep_dtype", True):
-        _check_grads_kept(fn, arrays, dtype, rtol, atol, seed)
-
-
-def _check_grads_kept(fn, arrays, dtype, rtol, atol, seed):
-    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
-    xs = [Variable(a.astype(dtype)) for a in arrays]
-    y = fn(*xs)
-    R = np.random.default_rng(seed).standard_normal(y.shape)
-    F.sum(y * R.astype(dtype)).backward()
-    for i, x in enumerate(xs):
-        def f(a, i=i):
-            args = [Variable(b) for b in arrays]
-            args[i] = Variable(a)
-            with no_grad():
-                return fn(*args).data * R
-        num = numerical_grad(f, arrays[i])
-        assert x.grad.dtype == dtype
-        assert_allclose(x.grad.data, num, rtol=rtol, atol=atol,
-                        err_msg=f"gradient of input {i}")
+    """Gradients of sum(fn(*xs) * R) against central finite differences,
+    float32 kept float32 (conftest.check_grads_keep_dtype)."""
+    check_grads_keep_dtype(fastgrad.dezero, fn, arrays, dtype, rtol, atol, seed)
 
 
 TOL = {np.float64: (1e-6, 1e-7), np.float32: (2e-3, 2e-3)}

@@ -47,7 +47,7 @@ def _dezero_fw():
 def _fastgrad_fw():
     import contextlib
 
-    from fastgrad import nn_functions
+    from fastgrad.functions import networks as nn_functions
     from fastgrad.dezero import core, functions_conv, layers, models
     import fastgrad.dezero.functions as F
     optimizers = pytest.importorskip("fastgrad.dezero.optimizers")

@@ -1,70 +1,62 @@
-"""Gradients of every built-in op against central finite differences.
+"""Gradients of the operators against central finite differences.
 
-Grid: 0-d, 1-d and 2-d data, broadcast pairs, float32 and float64, and
+The ops are the op table's rows that Python's operators reach (``+ - * /
+**``, unary ``-``) and their swapped-operand functions (``rsub``, ``rdiv``);
+the grid: 0-d, 1-d and 2-d data, broadcast pairs, float32 and float64, and
 strided / transposed / read-only layouts.  The oracle evaluates the same
 expression in float64 with plain NumPy, so it is independent of the engine.
+(``tests/test_optable.py`` tests every row through its function.)
 """
+import operator
+
 import numpy as np
 import pytest
 
 import fastgrad as dezero
 from fastgrad import Variable
-from conftest import layout
+from fastgrad._optable import OPS as TABLE
+from conftest import layout, numerical_grad_wrt as numeric_grad
 
-OPS = {
-    "add": (lambda a, b: a + b, 2),
-    "sub": (lambda a, b: a - b, 2),
-    "rsub": (lambda a, b: dezero.rsub(a, b), 2),
-    "mul": (lambda a, b: a * b, 2),
-    "div": (lambda a, b: a / b, 2),
-    "rdiv": (lambda a, b: dezero.rdiv(a, b), 2),
-    "neg": (lambda a: -a, 1),
-    "pow2": (lambda a: a ** 2, 1),
-    "pow3": (lambda a: a ** 3, 1),
-    "pow-1": (lambda a: a ** -1, 1),
-    "pow0.5": (lambda a: a ** 0.5, 1),
-    "pow2.5": (lambda a: a ** 2.5, 1),
-    "pow-1.5": (lambda a: a ** -1.5, 1),
-}
+# The table's rows that Python's operators reach (Variable.__add__ is the
+# row "add", ...).  The oracle applies the same operator to float64 ndarrays:
+# NumPy, independent of the engine.
+OPERATORS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
+             "div": operator.truediv, "neg": operator.neg, "pow": operator.pow}
+EXPONENTS = (2, 3, -1, 0.5, 2.5, -1.5)     # small integers, halves, negatives
 
-NUMPY = {
-    "add": lambda a, b: a + b,
-    "sub": lambda a, b: a - b,
-    "rsub": lambda a, b: b - a,
-    "mul": lambda a, b: a * b,
-    "div": lambda a, b: a / b,
-    "rdiv": lambda a, b: b / a,
-    "neg": lambda a: -a,
-    "pow2": lambda a: a ** 2,
-    "pow3": lambda a: a ** 3,
-    "pow-1": lambda a: a ** -1,
-    "pow0.5": lambda a: a ** 0.5,
-    "pow2.5": lambda a: a ** 2.5,
-    "pow-1.5": lambda a: a ** -1.5,
-}
+
+def _operator_cases():
+    """name -> (function of Variables, NumPy oracle, arity), from the table."""
+    cases = {}
+    for op in TABLE:
+        f = OPERATORS.get(op.name)
+        if f is None:
+            continue
+        if op.name == "pow":        # a constant exponent, not an operand
+            for c in EXPONENTS:
+                g = (lambda a, c=c, f=f: f(a, c))
+                cases[f"pow{c}"] = (g, g, 1)
+            continue
+        cases[op.name] = (f, f, op.arity)
+        if op.reverse:              # the swapped-operand function (rsub, rdiv)
+            cases[op.reverse] = (getattr(dezero, op.reverse),
+                                 (lambda a, b, f=f: f(b, a)), op.arity)
+    return cases
+
+
+CASES = _operator_cases()
+OPS = {name: (fn, arity) for name, (fn, _, arity) in CASES.items()}
+NUMPY = {name: oracle for name, (_, oracle, _) in CASES.items()}
+
+
+def test_every_operator_is_a_row_of_the_table():
+    assert set(OPERATORS) <= {op.name for op in TABLE}
+    assert {"rsub", "rdiv"} <= set(OPS)
+
 
 SHAPES_UNARY = [(), (5,), (3, 4)]
 SHAPES_BINARY = [((), ()), ((4,), (4,)), ((3, 4), (3, 4)), ((3, 4), ()), ((), (4,)),
                  ((3, 1), (1, 4)), ((2, 3, 4), (4,)), ((3, 4), (3, 1))]
-
-
-def numeric_grad(fn, arrays, i, eps=1e-6):
-    """d sum(fn(*arrays)) / d arrays[i] by central differences, in float64."""
-    arrays = [a.astype(np.float64) for a in arrays]
-    x = arrays[i]
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        idx = it.multi_index
-        orig = x[idx]
-        x[idx] = orig + eps
-        plus = np.sum(fn(*arrays))
-        x[idx] = orig - eps
-        minus = np.sum(fn(*arrays))
-        x[idx] = orig
-        g[idx] = (plus - minus) / (2 * eps)
-    return g
-
 
 
 def sample(shape, dtype, rng, positive):

@@ -29,7 +29,8 @@ import weakref
 import numpy as np
 import pytest
 
-from fastgrad import memory
+from fastgrad.bench import memory
+from fastgrad.profiling import probes, workers
 
 KiB = 1024
 A_EXACT = 8 * 10**6          # bytes: one array for the tracemalloc tests
@@ -43,7 +44,7 @@ TRACED_SLACK = 64 * KiB      # both domains: the graph's Python objects
 def impl(request):
     """The implementation under test (DeZero stage 2 = the reference)."""
     try:
-        return memory.load_impl(request.param)
+        return workers.load_impl(request.param)
     except ImportError as exc:
         pytest.skip(f"{request.param} not importable: {exc}")
 
@@ -65,14 +66,14 @@ def traced(no_gc):
 
 
 def numpy_bytes():
-    return memory.numpy_traced_bytes()
+    return probes.numpy_traced_bytes()
 
 
 _SQUARE = {}
 
 
 def square_function(impl):
-    """The notebook-style user Function of the book (one class per impl:
+    """A user Function as the book writes it (one class per impl:
     a class made per call would bring its own type/dict cycles)."""
     if impl not in _SQUARE:
 
@@ -98,7 +99,7 @@ STEPS = {
 # Peak of forward+backward, in A above a baseline holding x, for DEPTH steps.
 # From DeZero stage 2 (measured, exact): the graph holds its n outputs, the
 # backward pass adds the seed grad and one op's gradient work -- 2 arrays for
-# a one-input op (12 A = the issue's figure), 5 for y * y (two partial grads
+# a one-input op (12 A for ten squares), 5 for y * y (two partial grads
 # and their sum), 13 for "mix" (its x.grad accumulates over 10 products).
 PEAK_A = {"pow": 12, "mul": 15, "mix": 33, "user_square": 12}
 
@@ -352,7 +353,7 @@ FRESH_RSS_SCRIPT = r"""
 import gc, json, sys
 sys.path.insert(0, sys.argv[1])
 import test_memory
-impl = test_memory.memory.load_impl(sys.argv[2])
+impl = test_memory.workers.load_impl(sys.argv[2])
 gc.collect()
 gc.disable()
 print(json.dumps(getattr(test_memory, sys.argv[3])(impl, *sys.argv[4:])))
@@ -376,7 +377,7 @@ def in_fresh_process(impl, measure, *args):
     proc = subprocess.run(
         [sys.executable, "-c", FRESH_RSS_SCRIPT, here, impl.__name__.split(".")[0],
          measure.__name__, *args],
-        capture_output=True, text=True, env=memory._worker_env(), cwd=memory._ROOT)
+        capture_output=True, text=True, env=workers.worker_env(), cwd=workers.ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -443,6 +444,40 @@ def test_workers_ignore_a_source_tree_in_the_working_directory(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     row = memory.measure_in_subprocess("fastgrad", "no_grad", 1000, 2)
     assert row["peak_bytes"] > 0
+
+
+ISOLATION_PROBE = """
+import sys
+import fastgrad.bench.memory as squares
+LOADED = sorted(m for m in sys.modules if m == "fastgrad" or m.startswith("fastgrad."))
+
+
+def report():
+    row = squares.measure("dezero", "no_grad", 1000, 2)
+    return {"loaded": LOADED, "impl": row["impl"],
+            "after": sorted(m for m in sys.modules if m.startswith("fastgrad"))}
+"""
+
+
+def test_a_peers_worker_never_imports_fastgrad(tmp_path):
+    # Importing fastgrad sets malloc's thresholds for the whole process and
+    # starts its allocator: a DeZero worker must measure DeZero alone.
+    try:
+        workers.load_impl("dezero")
+    except ImportError as exc:
+        pytest.skip(f"dezero not importable: {exc}")
+    (tmp_path / "fg_isolation_probe.py").write_text(ISOLATION_PROBE)
+    out = workers.run_worker("fg_isolation_probe:report", {}, isolated=True, what="probe",
+                             sys_path=[str(tmp_path)])
+    assert out["impl"] == "dezero"
+    assert "fastgrad.bench.memory" in out["loaded"]
+    engine = {"fastgrad._core", "fastgrad._alloc", "fastgrad._ops", "fastgrad._threads"}
+    assert not engine & set(out["loaded"]), out["loaded"]
+    assert out["after"] == [], out["after"]
+    # The same probe, not isolated, does import the engine: the check can fail.
+    out = workers.run_worker("fg_isolation_probe:report", {}, isolated=False, what="probe",
+                             sys_path=[str(tmp_path)])
+    assert "fastgrad._core" in out["loaded"]
 
 
 # ---------------------------------------------------------------------------
@@ -554,10 +589,10 @@ def test_rss_returns_after_del_in_fresh_process(face, name, n):
         pytest.skip("fastgrad.dezero (the full face) is not available")
     import subprocess
     import sys
-    env = memory._worker_env()
+    env = workers.worker_env()
     env.pop("FASTGRAD_DECAY_MS", None)
     proc = subprocess.run([sys.executable, "-c", RSS_SCRIPT, face, name, str(n)],
-                          capture_output=True, text=True, env=env, cwd=memory._ROOT)
+                          capture_output=True, text=True, env=env, cwd=workers.ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
     a = out["A"]
@@ -604,10 +639,10 @@ def test_loop_reuses_memory_without_page_faults():
     import json
     import subprocess
     import sys
-    env = memory._worker_env()
+    env = workers.worker_env()
     env.pop("FASTGRAD_DECAY_MS", None)
     proc = subprocess.run([sys.executable, "-c", PAGE_FAULT_SCRIPT], capture_output=True,
-                          text=True, env=env, cwd=memory._ROOT)
+                          text=True, env=env, cwd=workers.ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     faults = json.loads(proc.stdout.strip().splitlines()[-1])
     steady = sorted(faults[1:])
@@ -722,12 +757,12 @@ def test_decay_setting_from_the_environment():
     code = "import fastgrad; print(fastgrad.buffer_cache_info()['decay_ms'])"
     outs = {}
     for setting in (None, "40", "bad"):
-        env = memory._worker_env()
+        env = workers.worker_env()
         env.pop("FASTGRAD_DECAY_MS", None)
         if setting is not None:
             env["FASTGRAD_DECAY_MS"] = setting
         proc = subprocess.run([sys.executable, "-W", "always", "-c", code],
-                              capture_output=True, text=True, env=env, cwd=memory._ROOT)
+                              capture_output=True, text=True, env=env, cwd=workers.ROOT)
         assert proc.returncode == 0, proc.stderr
         outs[setting] = (proc.stdout.strip(), proc.stderr)
     assert outs[None][0] == "250.0" and outs["40"][0] == "40.0"
@@ -760,7 +795,7 @@ def test_cache_and_purge_survive_fork():
     import subprocess
     import sys
     proc = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True,
-                          text=True, env=memory._worker_env(), cwd=memory._ROOT,
+                          text=True, env=workers.worker_env(), cwd=workers.ROOT,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "0"

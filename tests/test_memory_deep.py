@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from fastgrad import memory
+from fastgrad.profiling import workers
 
 N = 10**6
 
@@ -27,7 +27,7 @@ SCRIPT = r"""
 import gc, sys, weakref
 import numpy as np
 sys.path.insert(0, {root!r})
-from fastgrad.memory import load_impl
+from fastgrad.profiling.workers import load_impl
 
 impl = load_impl({impl!r})
 assert sys.getrecursionlimit() == 1000, sys.getrecursionlimit()
@@ -66,10 +66,10 @@ STEPS = {
 def test_deep_chain(impl, op):
     if impl == "dezero" and os.environ.get("FASTGRAD_TEST_REFERENCE") != "1":
         pytest.skip("reference run is slow; set FASTGRAD_TEST_REFERENCE=1")
-    if not memory.available(impl):
+    if not workers.available(impl):
         pytest.skip(f"{impl} not importable")
     step, grad = STEPS[op]
-    code = SCRIPT.format(root=memory._ROOT, impl=impl, n=N, step=step)
+    code = SCRIPT.format(root=workers.ROOT, impl=impl, n=N, step=step)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
                           text=True)
     assert proc.returncode == 0, (

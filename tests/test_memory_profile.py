@@ -1,4 +1,4 @@
-"""fastgrad.memory.profile (a user's function, in subprocesses) and
+"""fastgrad.profiling.profile (a user's function, in subprocesses) and
 graph_report (what a live graph holds).
 
 Oracles: tracemalloc's NumPy domain (exact array bytes, independent of the
@@ -13,7 +13,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fastgrad import memory
+from fastgrad import profiling
+from fastgrad.profiling import probes, workers
 
 pytest.importorskip("fastgrad._core")
 
@@ -23,9 +24,9 @@ SLACK = 4096                  # NumPy domain: scalar constants
 
 
 def faces():
-    out = [memory.load_impl("fastgrad")]
+    out = [workers.load_impl("fastgrad")]
     try:
-        out.append(memory.load_impl("fastgrad.dezero"))
+        out.append(workers.load_impl("fastgrad.dezero"))
     except ImportError:
         pass
     return out
@@ -34,13 +35,13 @@ def faces():
 @pytest.fixture(params=["fastgrad", "fastgrad.dezero"])
 def face(request):
     try:
-        return memory.load_impl(request.param)
+        return workers.load_impl(request.param)
     except ImportError as exc:
         pytest.skip(f"{request.param} not importable: {exc}")
 
 
 def numpy_bytes():
-    return memory.numpy_traced_bytes()
+    return probes.numpy_traced_bytes()
 
 
 # ---------------------------------------------------------------------------
@@ -57,7 +58,7 @@ def test_report_counts_nodes_and_bytes_like_tracemalloc(face):
             y = y * y + x      # 8 functions, 8 intermediate outputs
         y.backward(retain_grad=True)
         traced = numpy_bytes() - base
-        r = memory.graph_report(y, top=3)
+        r = profiling.graph_report(y, top=3)
     finally:
         tracemalloc.stop()
     assert r.functions == 8
@@ -71,7 +72,7 @@ def test_report_counts_nodes_and_bytes_like_tracemalloc(face):
     assert totals == sorted(totals, reverse=True)
     assert sum(totals) + r.others_bytes == r.total_bytes
     # x is a leaf: its data is "saved" by exactly one function.
-    full = memory.graph_report(y, top=None)
+    full = profiling.graph_report(y, top=None)
     assert sum(row.saved_bytes for row in full.rows) == A
     assert all(row.outputs_bytes == A for row in full.rows)
     assert "function" in str(r) and "Add" in str(full) and "Mul" in str(full)
@@ -81,7 +82,7 @@ def test_report_without_retained_grads(face):
     x = face.Variable(np.full(N, 0.5))
     y = (x * x) * x
     y.backward()
-    r = memory.graph_report(y, top=None)
+    r = profiling.graph_report(y, top=None)
     assert (r.functions, r.variables) == (2, 3)
     # Outputs: 2 A; x.data: A; grads: x.grad only (outputs' grads cleared).
     assert r.total_bytes == 4 * A
@@ -89,31 +90,31 @@ def test_report_without_retained_grads(face):
 
 
 def test_report_counts_a_view_with_its_base():
-    fastgrad = memory.load_impl("fastgrad")
+    fastgrad = workers.load_impl("fastgrad")
     base = np.full(N, 0.5)
     x = fastgrad.Variable(base[: N // 2])   # the view keeps all of base alive
     w = fastgrad.Variable(base[N // 2:])
-    r = memory.graph_report(x * w, top=None)
+    r = profiling.graph_report(x * w, top=None)
     assert r.total_bytes == A + A // 2       # base once, plus the product
 
 
 def test_report_on_a_leaf_and_on_no_grad_output(face):
     x = face.Variable(np.full(N, 0.5))
-    r = memory.graph_report(x)
+    r = profiling.graph_report(x)
     assert (r.functions, r.variables, r.total_bytes) == (0, 1, A)
     with face.no_grad():
         y = x * x
-    assert memory.graph_report(y).functions == 0
+    assert profiling.graph_report(y).functions == 0
 
 
 def test_report_walks_deep_graphs_iteratively():
-    fastgrad = memory.load_impl("fastgrad")
+    fastgrad = workers.load_impl("fastgrad")
     x = fastgrad.Variable(np.array(1.0))
     y = x
     n = 2 * 10**5          # far beyond the recursion limit
     for _ in range(n):
         y = -y
-    r = memory.graph_report(y, top=2)
+    r = profiling.graph_report(y, top=2)
     assert (r.functions, r.variables) == (n, n + 1)
     assert r.total_bytes == 8 * (n + 1)      # one float64 per variable
 
@@ -124,11 +125,11 @@ def test_report_walks_deep_graphs_iteratively():
     ("ok", True, TypeError),
 ])
 def test_report_rejects_bad_arguments(bad, top, exc):
-    fastgrad = memory.load_impl("fastgrad")
+    fastgrad = workers.load_impl("fastgrad")
     ok = isinstance(bad, str) and bad == "ok"
     y = fastgrad.Variable(np.ones(3)) * 2.0 if ok else bad
     with pytest.raises(exc):
-        memory.graph_report(y, top=top)
+        profiling.graph_report(y, top=top)
 
 
 # ---------------------------------------------------------------------------
@@ -175,9 +176,9 @@ def user_module(tmp_path, monkeypatch):
 
 
 def test_profile_squares_exact_bytes(user_module):
-    p = memory.profile(user_module.squares, np.full(N, 0.5))
+    p = profiling.profile(user_module.squares, np.full(N, 0.5))
     assert p.target == "fg_profiled_user:squares"
-    assert list(p.modes) == list(memory.PROFILE_MODES)
+    assert list(p.modes) == list(profiling.PROFILE_MODES)
     assert p.input_shapes == [[N]] and p.input_bytes == A
     bp, ng, rg = (p.modes[m] for m in ("backprop", "no_grad", "retain_grad"))
     # backprop: 2 outputs + x.grad while y lives; x.grad after del.
@@ -203,10 +204,10 @@ def test_profile_squares_exact_bytes(user_module):
 
 def test_profile_user_function_two_inputs_full_face(user_module):
     try:
-        memory.load_impl("fastgrad.dezero")
+        workers.load_impl("fastgrad.dezero")
     except ImportError:
         pytest.skip("no full face")
-    p = memory.profile("fg_profiled_user:user_twice", np.full(N, 0.5),
+    p = profiling.profile("fg_profiled_user:user_twice", np.full(N, 0.5),
                        np.full(N, 2.0), impl="fastgrad.dezero",
                        modes=["backprop", "no_grad"])
     assert list(p.modes) == ["backprop", "no_grad"]
@@ -220,7 +221,7 @@ def test_profile_from_a_file_path_and_the_cli(tmp_path, capsys):
     path = tmp_path / "model_file.py"
     path.write_text(USER_MODULE)
     out = tmp_path / "p.json"
-    rc = memory.main(["profile", f"{path}:squares", "--shape", str(N),
+    rc = profiling.main(["profile", f"{path}:squares", "--shape", str(N),
                       "--mode", "backprop", "--mode", "no_grad", "--json", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -233,25 +234,25 @@ def test_profile_from_a_file_path_and_the_cli(tmp_path, capsys):
 
 def test_profile_errors(user_module, tmp_path):
     with pytest.raises(TypeError, match="module-level"):
-        memory.profile(lambda x: x, np.ones(3))
+        profiling.profile(lambda x: x, np.ones(3))
     with pytest.raises(ValueError, match="impl"):
-        memory.profile(user_module.squares, np.ones(3), impl="torch")
+        profiling.profile(user_module.squares, np.ones(3), impl="torch")
     with pytest.raises(ValueError, match="modes"):
-        memory.profile(user_module.squares, np.ones(3), modes=["fast"])
+        profiling.profile(user_module.squares, np.ones(3), modes=["fast"])
     with pytest.raises(TypeError, match="numeric"):
-        memory.profile(user_module.squares, np.array(["a"]))
+        profiling.profile(user_module.squares, np.array(["a"]))
     with pytest.raises(ValueError, match="module:function"):
-        memory.profile("no_colon", np.ones(3))
+        profiling.profile("no_colon", np.ones(3))
     with pytest.raises(TypeError, match="must return a Variable"):
-        memory.profile(user_module.not_a_variable, np.ones(3), modes=["backprop"])
+        profiling.profile(user_module.not_a_variable, np.ones(3), modes=["backprop"])
     with pytest.raises(ValueError, match="bad input shape"):
-        memory.profile(user_module.fails, np.ones(3), modes=["no_grad"])
+        profiling.profile(user_module.fails, np.ones(3), modes=["no_grad"])
     with pytest.raises(ImportError):
-        memory.profile("fg_no_such_module:f", np.ones(3), modes=["no_grad"])
+        profiling.profile("fg_no_such_module:f", np.ones(3), modes=["no_grad"])
 
 
 def test_profile_cli_rejects_bad_shape(capsys):
     with pytest.raises(SystemExit) as exc:
-        memory.main(["profile", "m:f", "--shape", "10,a"])
+        profiling.main(["profile", "m:f", "--shape", "10,a"])
     assert exc.value.code == 2
     assert "bad shape" in capsys.readouterr().err

@@ -253,8 +253,9 @@ def test_step21_mixed_operands():
 
     x = Variable(np.array([1.0]))
     y = np.array([2.0]) + x
-    # The notebook's __array_priority__ sat in __init__ and printed an object
-    # array; at class level, as intended, the Variable's operator wins.
+    # Where the notebook printed an object array (its Variable set
+    # __array_priority__ in __init__): with the priority on the class, the
+    # Variable's operator wins over the ndarray's.
     assert isinstance(y, Variable)
     assert repr(y) == "variable([3.])"
 

@@ -177,12 +177,12 @@ def _memory(case):
     size, depth = case.params["size"], case.params["depth"]
     info = {"status": "ok", "reason": None, "size": size, "depth": depth, "rows": []}
     try:
-        from fastgrad.memory import collect
+        from .memory import collect
         info["rows"] = [dict(r) for r in collect(size, depth)]
     except ImportError as exc:
-        info.update(status="skipped", reason=f"fastgrad.memory.collect unavailable ({exc})")
+        info.update(status="skipped", reason=f"fastgrad.bench.memory.collect unavailable ({exc})")
     except Exception as exc:  # the memory tool's crash is this run's failure
-        info.update(status="failed", reason=f"fastgrad.memory.collect: {exc!r}")
+        info.update(status="failed", reason=f"fastgrad.bench.memory.collect: {exc!r}")
     return info
 
 

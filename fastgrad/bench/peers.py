@@ -7,13 +7,16 @@ defines a user function and takes second derivatives.  Nothing here is needed
 by the library itself: a peer that cannot be imported is skipped with the pip
 command that installs it.
 """
-import contextlib
 import importlib
 import importlib.util
 import os
 import types
 
 import numpy as np
+
+from fastgrad import _dezero_loader
+
+from .threads import xla_env
 
 # name: (what is measured, module that must be importable, how to install it).
 # The order is the column order of every table.
@@ -54,7 +57,6 @@ def child_env(name, threads):
     if name in SUBPROCESS:
         return dict(SUBPROCESS[name])
     if name in FIXED_AT_IMPORT:
-        from .threads import xla_env
         return xla_env(threads)
     return None
 
@@ -85,35 +87,14 @@ def _arr(g):
 # ---------------------------------------------------------------------------
 # DeZero: the one loader
 # ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def _numpy_aliases():
-    """dezero 0.0.13 uses np.int & co., which NumPy 2 removed: alias them for
-    the import only, so no other peer (and no later code) ever sees them."""
-    aliases = {"int": int, "float": float, "bool": bool, "object": object,
-               "complex": complex, "str": str}
-    added = [n for n in aliases if n not in np.__dict__]
-    for n in added:
-        setattr(np, n, aliases[n])
-    try:
-        yield
-    finally:
-        for n in added:
-            np.__dict__.pop(n, None)
-
-
 def load_dezero():
     """Import DeZero 0.0.13; return ``(core_simple, core, functions)``."""
-    os.environ.setdefault("MPLBACKEND", "Agg")  # its datasets import pyplot
     try:
-        with _numpy_aliases():
-            mods = [importlib.import_module(m) for m in
-                    ("dezero.core_simple", "dezero.core", "dezero.functions")]
+        return (_dezero_loader.load_stage2(), _dezero_loader.import_dezero("dezero.core"),
+                _dezero_loader.import_dezero("dezero.functions"))
     except Exception as exc:
         raise Unavailable(f"import dezero failed ({exc!r}); "
                           f"{PEER_INFO['dezero'][2]}") from None
-    # The package wires its operators to dezero.core; stage 2 needs its own.
-    mods[0].setup_variable()
-    return mods
 
 
 # ---------------------------------------------------------------------------
@@ -641,8 +622,7 @@ def _dezero(name, full):
 
 
 def _dezero_models():
-    with _numpy_aliases():
-        return importlib.import_module("dezero.models")
+    return _dezero_loader.import_dezero("dezero.models")
 
 
 _FACTORIES = {

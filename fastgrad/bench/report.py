@@ -348,7 +348,7 @@ def memory_table(info):
     rows = info["rows"]
     head = head[:-3] + f" (size {info['size']:g}, depth {info['depth']}) =="
     try:  # the memory tool's own layout, when it offers one
-        from fastgrad.memory import format_table
+        from .memory import format_table
         return head + "\n" + format_table(rows)
     except Exception:
         keys = list(dict.fromkeys(k for r in rows for k in r))

@@ -698,10 +698,10 @@ def _vgg16_reference(params, x):
 
 
 class Memory(Suite):
-    """Rows of ``fastgrad.memory.collect``, rendered as it renders them."""
+    """Rows of ``fastgrad.bench.memory.collect``, rendered as it renders them."""
 
     name = "memory"
-    title = "memory: fastgrad.memory.collect"
+    title = "memory: fastgrad.bench.memory.collect"
     tiers = {"quick": [("squares", {"size": 100_000, "depth": 10})],
              "default": [("squares", {"size": 10 ** 6, "depth": 10})],
              "full": [("squares", {"size": 10 ** 7, "depth": 10})]}

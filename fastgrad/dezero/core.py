@@ -14,6 +14,7 @@ from fastgrad._core import (  # noqa: F401 - DeZero's names for the built-in ops
     Add, Config, Div, Mul, Neg, Pow, Sub, no_grad, test_mode, using_config,
 )
 from fastgrad._core import GraphFunction as Function
+from fastgrad.functions._common import register_full_face as _register_with_vocabulary
 
 array_types = (np.ndarray,)
 
@@ -43,7 +44,10 @@ class Parameter(Variable):
     """A Variable that a Layer owns and an optimizer updates."""
 
 
+# The engine and the vocabulary (fastgrad.functions) sit below this face:
+# they receive its Variable class instead of importing it.
 _core._register_full_face(Variable)
+_register_with_vocabulary(Variable)
 
 # Results are full-face Variables even when no input is a Variable.
 add = _core.FULL_FACE_FUNCTIONS["add"]

@@ -4,9 +4,9 @@ fastgrad runs on NumPy.  When CuPy is importable these helpers dispatch to it
 as DeZero's do; without it ``gpu_enable`` is False, every array is a NumPy
 array, and :func:`as_cupy` says that no GPU backend is available.
 """
-import sys
-
 import numpy as np
+
+from fastgrad._array_utils import array_of
 
 gpu_enable = True
 try:
@@ -16,32 +16,6 @@ except ImportError:
     gpu_enable = False
 
 __all__ = ["gpu_enable", "get_array_module", "as_numpy", "as_cupy"]
-
-
-def _variable_classes():
-    # Both faces' Variables are accepted.  Both are built on the engine's
-    # base class; the full face's own class is looked up too in case it is
-    # not, once it has been loaded (its core may import this module, so
-    # importing it here would be circular).
-    from fastgrad import _core
-
-    base = getattr(_core, "_Variable", _core.Variable)
-    classes = [base]
-    core = sys.modules.get("fastgrad.dezero.core")
-    full = getattr(core, "Variable", None)
-    if isinstance(full, type) and not issubclass(full, base):
-        classes.append(full)
-    return tuple(classes)
-
-
-def _unwrap(x):
-    # An ndarray has a ``.data`` attribute too (a memoryview): test the
-    # Variable classes, never ``hasattr(x, "data")``.
-    if isinstance(x, np.ndarray):
-        return x
-    if isinstance(x, _variable_classes()):
-        return x.data
-    return x
 
 
 def get_array_module(x):
@@ -63,7 +37,7 @@ def get_array_module(x):
     >>> get_array_module(np.ones(3)) is np
     True
     """
-    x = _unwrap(x)
+    x = array_of(x)
     if not gpu_enable:
         return np
     return cp.get_array_module(x)
@@ -87,7 +61,7 @@ def as_numpy(x):
     >>> as_numpy(3.0)
     array(3.)
     """
-    x = _unwrap(x)
+    x = array_of(x)
     if isinstance(x, np.ndarray):
         return x
     if np.isscalar(x):
@@ -118,7 +92,7 @@ def as_cupy(x):
     --------
     >>> y = as_cupy(np.ones(3))   # doctest: +SKIP
     """
-    x = _unwrap(x)
+    x = array_of(x)
     if not gpu_enable:
         raise RuntimeError(
             "as_cupy needs CuPy, which cannot be imported here, so no GPU "

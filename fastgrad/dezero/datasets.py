@@ -18,6 +18,7 @@ import tarfile
 
 import numpy as np
 
+from fastgrad.dezero import utils
 from fastgrad.dezero.transforms import Compose, Flatten, ToFloat, Normalize
 
 __all__ = [
@@ -29,43 +30,14 @@ __all__ = [
 # =============================================================================
 # local files
 # =============================================================================
-def _utils():
-    try:
-        from fastgrad.dezero import utils
-    except ImportError:
-        return None
-    return utils
-
-
-def _default_cache_dir():
-    # utils.cache_dir is the one cache directory (DeZero's ~/.dezero); the
-    # fallback is computed per call.
-    utils = _utils()
-    if utils is not None and hasattr(utils, 'cache_dir'):
-        return utils.cache_dir
-    return os.path.join(os.path.expanduser('~'), '.dezero')
-
-
 def _file_name(url, file_name=None):
     return url[url.rfind('/') + 1:] if file_name is None else file_name
-
-
-def _get_file(url, file_name=None):
-    utils = _utils()
-    if utils is not None and hasattr(utils, 'get_file'):
-        return utils.get_file(url, file_name)
-    path = os.path.join(_default_cache_dir(), _file_name(url, file_name))
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} does not exist and fastgrad does not download: fetch {url} "
-            f"and save it as {path}")
-    return path
 
 
 def _local_file(url, file_name=None, root=None):
     """Path of the local copy of ``url``: in ``root`` if given, else DeZero's cache."""
     if root is None:
-        return _get_file(url, file_name)
+        return utils.get_file(url, file_name)
     path = os.path.join(os.fspath(root), _file_name(url, file_name))
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -309,7 +281,7 @@ class CIFAR10(Dataset):
         return self.url
 
     def prepare(self):
-        cache = self.root if self.root is not None else _default_cache_dir()
+        cache = self.root if self.root is not None else utils.cache_dir
         self.data, self.label = load_cache_npz(self._cache_name(), self.train, root=cache)
         if self.data is not None:
             return
@@ -551,7 +523,7 @@ class Shakespear(Dataset):
 def _npz_path(filename, train, root):
     name = filename[filename.rfind('/') + 1:]
     suffix = '.train.npz' if train else '.test.npz'
-    return os.path.join(_default_cache_dir() if root is None else os.fspath(root), name + suffix)
+    return os.path.join(utils.cache_dir if root is None else os.fspath(root), name + suffix)
 
 
 def load_cache_npz(filename, train=False, *, root=None):

@@ -81,6 +81,8 @@ import weakref
 
 import numpy as np
 
+from fastgrad._array_utils import array_of
+
 __all__ = [
     "Communicator", "create_communicator", "AverageGrads",
     "create_multi_node_optimizer", "scatter_dataset", "ScatteredDataset",
@@ -183,13 +185,6 @@ def named_params(target):
             seen.add(id(p))
             out.append((name, p))
     return out
-
-
-def _grad_array(param):
-    grad = param.grad
-    if grad is None or isinstance(grad, np.ndarray):
-        return grad
-    return getattr(grad, "data", None)
 
 
 def _set_grad_array(param, array):
@@ -423,7 +418,7 @@ class Communicator:
         # (name, shape, dtype) of each entry's grad (kind "grad") or data.
         info = []
         for name, p in entries:
-            a = _grad_array(p) if kind == "grad" else p.data
+            a = array_of(p.grad) if kind == "grad" else p.data
             info.append((name, tuple(a.shape), a.dtype.str))
         return tuple(info)
 
@@ -535,7 +530,7 @@ class Communicator:
         # One header for the step: the grads to average and the parameters
         # to broadcast first (``new``), so a step costs one extra collective.
         for name, p in entries:
-            g = _grad_array(p)
+            g = array_of(p.grad)
             if not isinstance(g, np.ndarray):
                 raise TypeError(f"allreduce_grad: parameter {name!r} has a gradient of "
                                 f"type {type(g).__name__}; MPI needs NumPy arrays")
@@ -562,10 +557,10 @@ class Communicator:
 
         groups = {}
         for name, p in entries:
-            groups.setdefault(_grad_array(p).dtype.str, []).append(p)
+            groups.setdefault(array_of(p.grad).dtype.str, []).append(p)
         MPI = self._MPI
         for dtype, params in groups.items():
-            arrays = [_grad_array(p) for p in params]
+            arrays = [array_of(p.grad) for p in params]
             buf = self._buffer(("grad", dtype), np.dtype(dtype), sum(a.size for a in arrays))
             offset = 0
             for a in arrays:

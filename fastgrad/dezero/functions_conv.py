@@ -35,11 +35,11 @@ layer's images).  Other dtypes, and everything under ``FASTGRAD_PURE=1``,
 run DeZero's NumPy code.
 """
 import functools
-import numbers
 
 import numpy as np
 
 from fastgrad import functions as _F
+from fastgrad._array_utils import int_pair
 from fastgrad._core import PURE, _dezero_dtypes, _graph_recording, _needs_grad
 from fastgrad.dezero.core import Function, as_variable
 
@@ -59,29 +59,6 @@ __all__ = [
 # =============================================================================
 # argument checks and sizes
 # =============================================================================
-def _pair(name, x, minimum):
-    # An int or a pair of ints (DeZero's ``pair``), each at least ``minimum``.
-    # Plain ints and pairs of them (the common case) are checked first.
-    if type(x) is int:
-        if x >= minimum:
-            return x, x
-    elif (type(x) is tuple and len(x) == 2 and type(x[0]) is int and type(x[1]) is int
-            and x[0] >= minimum and x[1] >= minimum):
-        return x
-    if isinstance(x, (list, tuple)):
-        if len(x) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {x!r}")
-        items = tuple(x)
-    else:
-        items = (x, x)
-    for v in items:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {x!r}")
-        if v < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {x!r}")
-    return int(items[0]), int(items[1])
-
-
 def _conv_outsize(size, k, s, p):
     return (size + p * 2 - k) // s + 1
 
@@ -108,9 +85,9 @@ def _out_hw(name, H, W, KH, KW, SH, SW, PH, PW):
 def _geometry(name, img_shape, kernel_size, stride, pad):
     _check_image(name, img_shape)
     N, C, H, W = img_shape
-    KH, KW = _pair(f"{name}: kernel_size", kernel_size, 1)
-    SH, SW = _pair(f"{name}: stride", stride, 1)
-    PH, PW = _pair(f"{name}: pad", pad, 0)
+    KH, KW = int_pair(kernel_size, f"{name}: kernel_size", 1)
+    SH, SW = int_pair(stride, f"{name}: stride", 1)
+    PH, PW = int_pair(pad, f"{name}: pad", 0)
     OH, OW = _out_hw(name, H, W, KH, KW, SH, SW, PH, PW)
     return N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW
 
@@ -334,8 +311,8 @@ def _deconv2d_array(x, W, b, stride, pad, out_hw, buf=None):
 
 
 def _window(name, kernel_size, stride, pad):
-    return (_pair(f"{name}: kernel_size", kernel_size, 1)
-            + _pair(f"{name}: stride", stride, 1) + _pair(f"{name}: pad", pad, 0))
+    return (int_pair(kernel_size, f"{name}: kernel_size", 1)
+            + int_pair(stride, f"{name}: stride", 1) + int_pair(pad, f"{name}: pad", 0))
 
 
 def _max_pool_array(x, kernel_size, stride, pad):
@@ -361,7 +338,7 @@ def _max_pool_grad_array(gy, indexes, x_shape, x_dtype, kernel_size, stride, pad
             return r
     N, C, OH, OW = gy.shape
     N, C, H, W = x_shape
-    KH, KW = _pair("pooling: kernel_size", kernel_size, 1)
+    KH, KW = int_pair(kernel_size, "pooling: kernel_size", 1)
     gcol = np.zeros((N * C * OH * OW * KH * KW), dtype=x_dtype)
     indexes = (indexes.ravel()
                + np.arange(0, indexes.size * KH * KW, KH * KW))
@@ -402,7 +379,7 @@ def _avg_pool_grad_array(gy, x_shape, kernel_size, stride, pad, strong):
     each window and summed by col2im, DeZero's formula.  ``strong``: the
     divisor is DeZero's int64 array (its dtype rules: float32 gy promotes)."""
     N, C, OH, OW = gy.shape
-    KH, KW = _pair("average_pooling: kernel_size", kernel_size, 1)
+    KH, KW = int_pair(kernel_size, "average_pooling: kernel_size", 1)
     gy = gy / (np.asarray(KW * KH) if strong else KW * KH)
     gcol = np.broadcast_to(gy.reshape(-1), (KH, KW, N * C * OH * OW))
     gcol = gcol.reshape(KH, KW, N, C, OH, OW).transpose(2, 3, 0, 1, 4, 5)
@@ -425,8 +402,8 @@ class Conv2d(Function):
     _scratch = None     # the forward's im2col buffer, reused by the backward
 
     def __init__(self, stride=1, pad=0):
-        self.stride = _pair("conv2d: stride", stride, 1)
-        self.pad = _pair("conv2d: pad", pad, 0)
+        self.stride = int_pair(stride, "conv2d: stride", 1)
+        self.pad = int_pair(pad, "conv2d: pad", 0)
 
     def forward(self, x, W, b=None):
         _check_image("conv2d", x.shape)
@@ -501,10 +478,10 @@ class Deconv2d(Function):
     """Transposed convolution of ``x`` with ``W`` (C, OC, KH, KW), plus ``b``."""
 
     def __init__(self, stride=1, pad=0, outsize=None):
-        self.stride = _pair("deconv2d: stride", stride, 1)
-        self.pad = _pair("deconv2d: pad", pad, 0)
+        self.stride = int_pair(stride, "deconv2d: stride", 1)
+        self.pad = int_pair(pad, "deconv2d: pad", 0)
         self.outsize = (None if outsize is None
-                        else _pair("deconv2d: outsize", outsize, 1))
+                        else int_pair(outsize, "deconv2d: outsize", 1))
 
     def forward(self, x, W, b=None):
         _check_image("deconv2d", x.shape)
@@ -615,9 +592,9 @@ class Conv2DGradW(Function):
 # =============================================================================
 def _set_window(f, name, kernel_size, stride, pad):
     """Validate a pooling window and keep it as given (DeZero keeps ints or pairs)."""
-    _pair(f"{name}: kernel_size", kernel_size, 1)
-    _pair(f"{name}: stride", stride, 1)
-    _pair(f"{name}: pad", pad, 0)
+    int_pair(kernel_size, f"{name}: kernel_size", 1)
+    int_pair(stride, f"{name}: stride", 1)
+    int_pair(pad, f"{name}: pad", 0)
     f.kernel_size = kernel_size
     f.stride = stride
     f.pad = pad
@@ -725,7 +702,7 @@ class AveragePooling(Function):
             return _avg_pool_grad_array(gy.data, self.input_shape, self.kernel_size,
                                         self.stride, self.pad, _dezero_dtypes(self))
         N, C, OH, OW = gy.shape
-        KH, KW = _pair("average_pooling: kernel_size", self.kernel_size, 1)
+        KH, KW = int_pair(self.kernel_size, "average_pooling: kernel_size", 1)
         gy = gy / (KW * KH)
         gcol = _F.broadcast_to(_F.reshape(gy, (-1,)), (KH, KW, N * C * OH * OW))
         gcol = _F.transpose(_F.reshape(gcol, (KH, KW, N, C, OH, OW)),
@@ -829,8 +806,8 @@ def conv2d_simple(x, W, b=None, stride=1, pad=0):
         raise ValueError(f"conv2d_simple: W of shape {Weight.shape} does not fit x "
                          f"with {C} channels (expected (OC, {C}, KH, KW))")
     OC, C, KH, KW = Weight.shape
-    SH, SW = _pair("conv2d_simple: stride", stride, 1)
-    PH, PW = _pair("conv2d_simple: pad", pad, 0)
+    SH, SW = int_pair(stride, "conv2d_simple: stride", 1)
+    PH, PW = int_pair(pad, "conv2d_simple: pad", 0)
     OH, OW = _out_hw("conv2d_simple", H, Wd, KH, KW, SH, SW, PH, PW)
     col = im2col(x, (KH, KW), stride, pad, to_matrix=True)
     Weight = _F.transpose(_F.reshape(Weight, (OC, -1)))
@@ -843,9 +820,9 @@ def pooling_simple(x, kernel_size, stride=1, pad=0):
     x = as_variable(x)
     _check_image("pooling_simple", x.shape)
     N, C, H, W = x.shape
-    KH, KW = _pair("pooling_simple: kernel_size", kernel_size, 1)
-    PH, PW = _pair("pooling_simple: pad", pad, 0)
-    SH, SW = _pair("pooling_simple: stride", stride, 1)
+    KH, KW = int_pair(kernel_size, "pooling_simple: kernel_size", 1)
+    PH, PW = int_pair(pad, "pooling_simple: pad", 0)
+    SH, SW = int_pair(stride, "pooling_simple: stride", 1)
     OH, OW = _out_hw("pooling_simple", H, W, KH, KW, SH, SW, PH, PW)
     col = im2col(x, kernel_size, stride, pad, to_matrix=True)
     col = _F.reshape(col, (-1, KH * KW))

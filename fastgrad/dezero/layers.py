@@ -22,9 +22,10 @@ import weakref
 import numpy as np
 
 import fastgrad.dezero.functions as F
+from fastgrad._array_utils import int_pair
 from fastgrad.dezero.core import Config, Parameter
 from fastgrad.dezero.functions_conv import conv2d, deconv2d
-from fastgrad.nn_functions import batch_norm, embed_id
+from fastgrad.functions import batch_norm, embed_id
 
 __all__ = ["Layer", "Linear", "Conv2d", "Deconv2d", "RNN", "LSTM", "EmbedID",
            "BatchNorm"]
@@ -53,14 +54,6 @@ def _weights(data, dtype):
     if Config.keep_dtype:
         return data.astype(dtype, copy=False)
     return data
-
-
-def _pair(owner, name, value):
-    if isinstance(value, tuple) and len(value) == 2:
-        a, b = value
-    else:
-        a = b = value
-    return _check_size(owner, name, a), _check_size(owner, name, b)
 
 
 # =============================================================================
@@ -336,7 +329,8 @@ class _ConvBase(Layer):
         self.in_channels = _check_size(self._name, "in_channels", in_channels,
                                        allow_none=True)
         self.out_channels = _check_size(self._name, "out_channels", out_channels)
-        _pair(self._name, "kernel_size", kernel_size)
+        int_pair(kernel_size, f"{self._name}: kernel_size", 1, lists=False,
+                 wrong_type=ValueError)
         self.kernel_size = kernel_size
         self.stride = stride
         self.pad = pad
@@ -356,7 +350,8 @@ class _ConvBase(Layer):
 
     def _init_W(self, xp=np):
         C, OC = self.in_channels, self.out_channels
-        KH, KW = _pair(self._name, "kernel_size", self.kernel_size)
+        KH, KW = int_pair(self.kernel_size, f"{self._name}: kernel_size", 1, lists=False,
+                          wrong_type=ValueError)
         scale = np.sqrt(1 / (C * KH * KW))
         W_data = xp.random.randn(*self._w_shape(C, OC, KH, KW)).astype(self.dtype) * scale
         self.W.data = _weights(W_data, self.dtype)

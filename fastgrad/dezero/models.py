@@ -17,19 +17,14 @@ import numpy as np
 
 import fastgrad.dezero.functions as F
 from fastgrad.dezero import layers as L
+from fastgrad.dezero import utils
 from fastgrad.dezero.functions_conv import average_pooling, pooling
 from fastgrad.dezero.layers import Layer
-from fastgrad.nn_functions import dropout
+from fastgrad.functions import dropout
 
 __all__ = ["Model", "Sequential", "MLP", "VGG16", "ResNet", "ResNet50",
            "ResNet101", "ResNet152", "SqueezeNet", "BuildingBlock",
            "BottleneckA", "BottleneckB"]
-
-
-def _utils():
-    # fastgrad.dezero.utils pulls in the graph-drawing helpers; load on use.
-    from fastgrad.dezero import utils
-    return utils
 
 
 # =============================================================================
@@ -44,7 +39,7 @@ class Model(Layer):
         Returns what :func:`fastgrad.dezero.utils.plot_dot_graph` returns.
         """
         y = self.forward(*inputs)
-        return _utils().plot_dot_graph(y, verbose=True, to_file=to_file)
+        return utils.plot_dot_graph(y, verbose=True, to_file=to_file)
 
 
 class Sequential(Model):
@@ -146,7 +141,7 @@ class VGG16(Model):
         self.fc8 = L.Linear(1000)
 
         if pretrained:
-            weights_path = _utils().get_file(VGG16.WEIGHTS_PATH)
+            weights_path = utils.get_file(VGG16.WEIGHTS_PATH)
             self.load_weights(weights_path)
 
     def forward(self, x):
@@ -225,7 +220,7 @@ class ResNet(Model):
         self.fc6 = L.Linear(1000)
 
         if pretrained:
-            weights_path = _utils().get_file(ResNet.WEIGHTS_PATH.format(n_layers))
+            weights_path = utils.get_file(ResNet.WEIGHTS_PATH.format(n_layers))
             self.load_weights(weights_path)
 
     def forward(self, x):

@@ -14,6 +14,7 @@ import numbers
 
 import numpy as np
 
+from fastgrad._array_utils import array_of
 from fastgrad.dezero.core import Parameter
 
 __all__ = [
@@ -30,10 +31,8 @@ def _grad_array(param):
     grad = param.grad
     if grad is None:
         raise ValueError(f"parameter {_describe(param)} has no grad to update with")
-    if isinstance(grad, np.ndarray):
-        return grad
-    data = getattr(grad, "data", None)
-    if data is None:
+    data = array_of(grad)
+    if not hasattr(data, "dtype"):
         raise TypeError(f"parameter {_describe(param)} has a grad of type "
                         f"{type(grad).__name__} without array data")
     return data

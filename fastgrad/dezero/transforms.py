@@ -9,6 +9,8 @@ import numbers
 
 import numpy as np
 
+from fastgrad._array_utils import int_pair
+
 try:
     from PIL import Image as _Image
 except ImportError:  # Pillow is optional
@@ -36,15 +38,6 @@ def _require_pil(what):
             f"{what} works on PIL images and needs Pillow, which is not "
             "installed: pip install Pillow")
     return _Image
-
-
-def _pair(size, name="size"):
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
-        return (int(size), int(size))
-    if isinstance(size, (tuple, list)) and len(size) == 2 and all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size):
-        return (int(size[0]), int(size[1]))
-    raise ValueError(f"{name} must be an int or a pair of ints (width, height), got {size!r}")
 
 
 class Compose:
@@ -106,7 +99,7 @@ class Resize:
 
     def __init__(self, size, mode=_BILINEAR):
         _require_pil("Resize")
-        self.size = _pair(size)
+        self.size = int_pair(size, "Resize: size (width, height)", wrong_type=ValueError)
         self.mode = mode
 
     def __call__(self, img):
@@ -125,7 +118,8 @@ class CenterCrop:
 
     def __init__(self, size):
         _require_pil("CenterCrop")
-        self.size = _pair(size)
+        self.size = int_pair(size, "CenterCrop: size (width, height)",
+                             wrong_type=ValueError)
 
     def __call__(self, img):
         W, H = img.size

@@ -10,7 +10,9 @@ import subprocess
 
 import numpy as np
 
+from fastgrad._array_utils import array_of, int_pair, is_variable
 from fastgrad.dezero import cuda
+from fastgrad.dezero.core import Variable
 
 # DeZero keeps these ndarray helpers in dezero.utils; fastgrad's structural
 # ops share one implementation of them.
@@ -28,22 +30,6 @@ __all__ = [
     "array_equal", "array_allclose", "show_progress", "cache_dir", "get_file",
     "get_deconv_outsize", "get_conv_outsize", "pair",
 ]
-
-
-def _is_variable(obj):
-    return not isinstance(obj, np.ndarray) and isinstance(
-        obj, cuda._variable_classes())
-
-
-def _array_of(value):
-    # The ndarray behind a Variable or a grad (an ndarray on the stage-2
-    # face, a Variable on the full face).  ndarray is tested first because
-    # it has a ``.data`` attribute of its own, a memoryview.
-    if isinstance(value, np.ndarray):
-        return value
-    if _is_variable(value):
-        return value.data
-    return value
 
 
 # =============================================================================
@@ -110,7 +96,7 @@ def get_dot_graph(output, verbose=True):
     140... [label="Neg", color=lightblue, style=filled, shape=box]
     ...
     """
-    if not _is_variable(output):
+    if not is_variable(output):
         raise TypeError(
             "get_dot_graph expects a Variable, got {}".format(
                 type(output).__name__))
@@ -241,7 +227,7 @@ def numerical_grad(f, x, *args, **kwargs):
     array([2., 4.])
     """
     eps = 1e-4
-    x = _array_of(x)
+    x = array_of(x)
     if x is None:
         raise TypeError("numerical_grad: the Variable has no data (None)")
     xp = cuda.get_array_module(x)
@@ -255,7 +241,7 @@ def numerical_grad(f, x, *args, **kwargs):
     grad = xp.zeros_like(x)
 
     def value(y):
-        y = _array_of(y)
+        y = array_of(y)
         return xp.array(y, copy=True)
 
     for idx in np.ndindex(*x.shape):
@@ -274,14 +260,10 @@ def numerical_grad(f, x, *args, **kwargs):
 def _as_float64_variable(x):
     # The caller's Variable is left alone (DeZero overwrote its data and
     # accumulated into its grad); the check runs on a fresh float64 leaf.
-    if _is_variable(x):
+    if is_variable(x):
         if x.data is None:
             raise TypeError("gradient_check: the Variable has no data (None)")
         return type(x)(cuda.as_numpy(x.data).astype(np.float64))
-    try:
-        from fastgrad.dezero.core import Variable
-    except ImportError:
-        from fastgrad import Variable
     return Variable(np.array(x, dtype=np.float64))
 
 
@@ -317,7 +299,7 @@ def gradient_check(f, x, *args, rtol=1e-4, atol=1e-5, **kwargs):
     x = _as_float64_variable(x)
     num_grad = numerical_grad(f, x, *args, **kwargs)
     y = f(x, *args, **kwargs)
-    if not _is_variable(y):
+    if not is_variable(y):
         raise TypeError(
             "gradient_check: f must return a Variable to backpropagate "
             "from, got {}".format(type(y).__name__))
@@ -326,7 +308,7 @@ def gradient_check(f, x, *args, rtol=1e-4, atol=1e-5, **kwargs):
         # No path from x to y: the true gradient is zero.
         bp_grad = np.zeros_like(num_grad)
     else:
-        bp_grad = cuda.as_numpy(_array_of(x.grad))
+        bp_grad = cuda.as_numpy(array_of(x.grad))
     num_grad = cuda.as_numpy(num_grad)
 
     res = (bp_grad.shape == num_grad.shape
@@ -360,8 +342,8 @@ def array_equal(a, b):
     >>> array_equal(np.arange(3), [0, 1, 2])
     True
     """
-    a = cuda.as_numpy(_array_of(a))
-    b = cuda.as_numpy(_array_of(b))
+    a = cuda.as_numpy(array_of(a))
+    b = cuda.as_numpy(array_of(b))
     return bool(np.array_equal(a, b))
 
 
@@ -384,8 +366,8 @@ def array_allclose(a, b, rtol=1e-4, atol=1e-5):
     >>> array_allclose(np.array([1.0]), np.array([1.0 + 1e-7]))
     True
     """
-    a = cuda.as_numpy(_array_of(a))
-    b = cuda.as_numpy(_array_of(b))
+    a = cuda.as_numpy(array_of(a))
+    b = cuda.as_numpy(array_of(b))
     return bool(np.allclose(a, b, atol=atol, rtol=rtol))
 
 
@@ -511,14 +493,6 @@ def pair(x):
     >>> pair(3)
     (3, 3)
     """
-    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
-        return (x, x)
-    if isinstance(x, tuple):
-        if len(x) != 2 or not all(
-                isinstance(n, (int, np.integer)) and not isinstance(n, bool)
-                for n in x):
-            raise ValueError(
-                "pair: a tuple must hold two ints, got {!r}".format(x))
-        return x
-    raise ValueError(
-        "pair: expected an int or a tuple of two ints, got {!r}".format(x))
+    int_pair(x, "pair", lists=False, wrong_type=ValueError)
+    # DeZero's values: the int twice, or the tuple itself.
+    return x if isinstance(x, tuple) else (x, x)

@@ -6,41 +6,22 @@ each with a full-face ``Function`` class (forward on ndarrays, backward on
 Variables).  Forward passes run DeZero's floating-point operations in
 DeZero's order, so float64 results equal DeZero's bit for bit, and
 ``dropout`` draws its mask with the same ``np.random`` call.
-
-``fastgrad.functions`` (and so ``fastgrad.dezero.functions``) re-exports
-these names; this module imports it only inside backward passes, so either
-module can be imported first.
 """
 import numbers
 
 import numpy as np
 
+from fastgrad._array_utils import is_variable
 from fastgrad._core import Config
 from fastgrad._core import GraphFunction as Function
+from fastgrad.functions._common import as_variable
+from fastgrad.functions.reductions import sum
+from fastgrad.functions.tensor import GetItemGrad, reshape, transpose
 
 __all__ = [
     "Dropout", "BatchNorm", "EmbedID",
     "dropout", "batch_norm", "batch_nrom", "embed_id",
 ]
-
-
-def _F():
-    # fastgrad.functions imports this module, so it is looked up on use.
-    from fastgrad import functions
-    return functions
-
-
-def _is_variable(x):
-    from fastgrad._core import _Variable
-    return isinstance(x, _Variable)
-
-
-def _as_variable(x):
-    try:
-        from fastgrad.dezero.core import as_variable
-    except ImportError:  # pragma: no cover - the full face is always built
-        from fastgrad._core import as_variable
-    return as_variable(x)
 
 
 def _check_ratio(name, ratio):
@@ -105,7 +86,7 @@ def dropout(x, dropout_ratio=0.5):
     ...     z = dropout(np.ones(4))    # z.data is the input itself
     """
     _check_ratio("dropout", dropout_ratio)
-    x = _as_variable(x)
+    x = as_variable(x)
     if Config.train:
         return Dropout(dropout_ratio)(x)
     return x
@@ -196,32 +177,31 @@ class BatchNorm(Function):
         return y
 
     def backward(self, gy):
-        F = _F()
         gy_ndim = gy.ndim
         if gy_ndim == 4:
             N, C, H, W = gy.shape
-            gy = F.reshape(F.transpose(gy, (0, 2, 3, 1)), (-1, C))
+            gy = reshape(transpose(gy, (0, 2, 3, 1)), (-1, C))
         x, gamma, beta = self.inputs
         batch_size = len(gy)
         if x.ndim == 4:
-            x = F.reshape(F.transpose(x, (0, 2, 3, 1)), (-1, x.shape[1]))
+            x = reshape(transpose(x, (0, 2, 3, 1)), (-1, x.shape[1]))
 
         if self.train:
-            mean = F.sum(x, axis=0) / batch_size
+            mean = sum(x, axis=0) / batch_size
             xc = (x - mean) * self.inv_std
-            gbeta = F.sum(gy, axis=0)
-            ggamma = F.sum(xc * gy, axis=0)
+            gbeta = sum(gy, axis=0)
+            ggamma = sum(xc * gy, axis=0)
             gx = gy - gbeta / batch_size - xc * ggamma / batch_size
             gx = gx * (gamma * self.inv_std)
         else:
             # y = gamma * (x - mean) * inv_std + beta with constant statistics.
             xc = (x - self.test_mean) * self.inv_std
-            gbeta = F.sum(gy, axis=0)
-            ggamma = F.sum(xc * gy, axis=0)
+            gbeta = sum(gy, axis=0)
+            ggamma = sum(xc * gy, axis=0)
             gx = gy * (gamma * self.inv_std)
 
         if gy_ndim == 4:
-            gx = F.transpose(F.reshape(gx, (N, H, W, C)), (0, 3, 1, 2))
+            gx = transpose(reshape(gx, (N, H, W, C)), (0, 3, 1, 2))
         return gx, ggamma, gbeta
 
 
@@ -270,7 +250,7 @@ class EmbedID(Function):
     """
 
     def __init__(self, ids):
-        if _is_variable(ids):
+        if is_variable(ids):
             ids = ids.data
         ids = np.asarray(ids)
         if ids.dtype.kind not in "iu":
@@ -290,7 +270,7 @@ class EmbedID(Function):
 
     def backward(self, gy):
         W, = self.inputs
-        return _F().GetItemGrad(self.ids, W.shape)(gy)
+        return GetItemGrad(self.ids, W.shape)(gy)
 
 
 def embed_id(x, W):

@@ -1,61 +1,16 @@
-# Typing stub for fastgrad/functions.py (the function vocabulary).
+# Typing stub for the package fastgrad.functions (the function vocabulary).
 from typing import Any, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from fastgrad._core import GraphFunction as Function
-from fastgrad._core import (
-    Abs as Abs,
-    Add as Add,
-    Clip as Clip,
-    Cos as Cos,
-    Div as Div,
-    Exp as Exp,
-    LeakyReLU as LeakyReLU,
-    Log as Log,
-    Maximum as Maximum,
-    Minimum as Minimum,
-    Mul as Mul,
-    Neg as Neg,
-    Pow as Pow,
-    ReLU as ReLU,
-    Sigmoid as Sigmoid,
-    Sin as Sin,
-    Sqrt as Sqrt,
-    Sub as Sub,
-    Tan as Tan,
-    Tanh as Tanh,
-    abs as abs,
-    add as add,
-    clip as clip,
-    cos as cos,
-    div as div,
-    exp as exp,
-    leaky_relu as leaky_relu,
-    log as log,
-    maximum as maximum,
-    minimum as minimum,
-    mul as mul,
-    neg as neg,
-    pow as pow,
-    rdiv as rdiv,
-    relu as relu,
-    rsub as rsub,
-    sigmoid as sigmoid,
-    sin as sin,
-    sqrt as sqrt,
-    sub as sub,
-    tan as tan,
-    tanh as tanh,
-)
+from fastgrad.functions.elementwise import *  # the op table's names
 
 # A Variable of either face, an ndarray or a number.
 _Input = Any
 _Var = Any
 _Shape = Union[int, Sequence[int]]
 _Axis = Union[None, int, Sequence[int]]
-
-__all__: list[str]
 
 class Reshape(Function):
     shape: Tuple[int, ...]
@@ -120,6 +75,23 @@ class Stack(Function):
     axis: int
     def __init__(self, axis: int = ...) -> None: ...
 
+class Dropout(Function):
+    dropout_ratio: float
+    mask: Optional[np.ndarray]
+    scale: Optional[np.ndarray]
+    def __init__(self, dropout_ratio: float = ...) -> None: ...
+
+class BatchNorm(Function):
+    avg_mean: np.ndarray
+    avg_var: np.ndarray
+    decay: float
+    eps: float
+    def __init__(self, mean: np.ndarray, var: np.ndarray, decay: float, eps: float) -> None: ...
+
+class EmbedID(Function):
+    ids: np.ndarray
+    def __init__(self, ids: Any) -> None: ...
+
 def reshape(x: _Input, shape: _Shape) -> _Var: ...
 def transpose(x: _Input, axes: Optional[Sequence[int]] = ...) -> _Var: ...
 def get_item(x: _Input, slices: Any) -> _Var: ...
@@ -148,3 +120,9 @@ def binary_cross_entropy(p: _Input, t: Union[np.ndarray, _Var]) -> _Var: ...
 def accuracy(y: _Input, t: Union[np.ndarray, _Var]) -> _Var: ...
 def concatenate(xs: Iterable[_Input], axis: int = ...) -> _Var: ...
 def stack(xs: Iterable[_Input], axis: int = ...) -> _Var: ...
+def dropout(x: _Input, dropout_ratio: float = ...) -> _Var: ...
+def batch_norm(x: _Input, gamma: _Input, beta: _Input, mean: np.ndarray, var: np.ndarray,
+               decay: float = ..., eps: float = ...) -> _Var: ...
+def batch_nrom(x: _Input, gamma: _Input, beta: _Input, mean: np.ndarray, var: np.ndarray,
+               decay: float = ..., eps: float = ...) -> _Var: ...
+def embed_id(x: Any, W: _Input) -> _Var: ...

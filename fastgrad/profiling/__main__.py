@@ -1,0 +1,5 @@
+import sys
+
+from fastgrad.profiling import main
+
+sys.exit(main())
