@@ -149,8 +149,6 @@ KNOWN_LONG = {
     # Not split yet; one concern each, a little over the limit or not.
     "_conv.pyx": "convolution and pooling kernels (one concern, ~800 lines)",
     "dezero/functions_conv.py": "DeZero's functions_conv (one concern, ~800 lines)",
-    "dezero/distributed.py": "MPI data-parallel training: communicator, hook and "
-                             "dataset sharing in one module, to be split",
 }
 
 
