@@ -148,7 +148,6 @@ KNOWN_LONG = {
     "_trace.pxi": "the tracer: becoming its own module",
     # Not split yet; one concern each, a little over the limit or not.
     "_conv.pyx": "convolution and pooling kernels (one concern, ~800 lines)",
-    "dezero/functions_conv.py": "DeZero's functions_conv (one concern, ~800 lines)",
 }
 
 
