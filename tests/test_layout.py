@@ -146,8 +146,6 @@ KNOWN_LONG = {
     # backward driver, the tracer, kernels and allocator) in its own change.
     "_core.pyx": "the engine: being split into modules with a .pxd",
     "_trace.pxi": "the tracer: becoming its own module",
-    # Not split yet; one concern each, a little over the limit or not.
-    "_conv.pyx": "convolution and pooling kernels (one concern, ~800 lines)",
 }
 
 
