@@ -38,19 +38,6 @@ from libc.stdlib cimport free, malloc, realloc
 
 cnp.import_array()
 
-cdef extern from "Python.h":
-    ctypedef struct Py_tss_t:
-        pass
-    Py_tss_t* PyThread_tss_alloc()
-    int PyThread_tss_create(Py_tss_t* key)
-    void* PyThread_tss_get(Py_tss_t* key)
-    int PyThread_tss_set(Py_tss_t* key, void* value)
-    Py_ssize_t Py_REFCNT(PyObject* o)
-    void PyObject_GC_Track(void* o)
-    void PyObject_GC_UnTrack(void* o)
-    int PyObject_GC_IsTracked(object o)
-
-
 def _pure_requested():
     return os.environ.get("FASTGRAD_PURE", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -107,7 +94,11 @@ cdef tuple _empty_tuple = ()
 cdef object _dead_ref = None     # a weakref.ref whose referent is gone
 cdef Py_ssize_t _LARGE = 1 << 20  # bytes: an array whose freeing is worth a purge
 cdef bint _freed_large = False    # the running backward pass dropped a large grad
-cdef int _recording = 0           # traces being recorded, in any thread (_trace.pxi)
+cdef int _recording = 0           # traces being recorded, in any thread (fastgrad._trace)
+# The tracer's hooks (see _install_tracer), called only while _recording.
+cdef _call_hook _hook_call = NULL
+cdef _variable_hook _hook_made = NULL
+cdef _variable_hook _hook_touch = NULL
 
 
 def as_array(x):
@@ -124,38 +115,15 @@ def as_variable(obj):
     return Variable(obj)
 
 
-cdef inline object _as_nd(object r):
+cdef object _as_nd(object r):
     # NumPy returns scalars from 0-d arithmetic; data and grads are ndarrays.
     if type(r) is _ndarray:
         return r
     return np.asarray(r)
 
 
-cdef inline object _scalar_array(double v):
-    cdef cnp.ndarray a = cnp.PyArray_SimpleNew(0, NULL, cnp.NPY_DOUBLE)
-    (<double*>cnp.PyArray_DATA(a))[0] = v
-    return a
-
-
-cdef inline bint _is_f64_scalar_array(object a) noexcept:
-    # A 0-d float64 ndarray the C path may read through its data pointer.
-    if type(a) is not _ndarray:
-        return False
-    cdef cnp.ndarray arr = <cnp.ndarray>a
-    return (cnp.PyArray_NDIM(arr) == 0 and cnp.PyArray_TYPE(arr) == cnp.NPY_DOUBLE
-            and cnp.PyArray_ISALIGNED(arr) and cnp.PyArray_ISNOTSWAPPED(arr))
-
-
-cdef inline bint _is_f64_array(object a) noexcept:
-    return type(a) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE
-
-
 cdef inline bint _is_f32_array(object a) noexcept:
     return type(a) is _ndarray and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT
-
-
-cdef inline double _array_value(object a) noexcept:
-    return (<double*>cnp.PyArray_DATA(<cnp.ndarray>a))[0]
 
 
 cdef inline bint _owns_buffer(object a) noexcept:
@@ -174,14 +142,6 @@ cdef inline bint _exclusive(object a) noexcept:
     """True if only the caller's single reference can reach ``a`` and its
     memory, so it may be reused."""
     return Py_REFCNT(<PyObject*>a) == 1 and _owns_buffer(a)
-
-
-# The cyclic GC would walk every node of a large graph on each collection.
-# Nodes the engine makes for built-in ops hold only numbers, arrays and older
-# nodes, so they cannot close a cycle: they are untracked.  Any setter that
-# lets a user store an arbitrary object tracks the node again.
-cdef inline void _untrack(object o) noexcept:
-    PyObject_GC_UnTrack(<void*>o)
 
 
 cdef inline void _track(object o) noexcept:
@@ -225,19 +185,10 @@ cdef object _VarClass = None    # the Python-level Variable class, set below
 @cython.no_gc_clear     # __dealloc__ needs _creator to clear its output link
 @cython.trashcan(True)  # freeing a million-op chain must not recurse in C
 cdef class _Variable:
-    """Compiled base of :class:`Variable`; see there."""
-    cdef object _data
-    cdef object _grad
-    cdef object _creator
-    cdef object _name
-    cdef object __weakref__
-    cdef double _sv             # the value while _lazy
-    cdef double _gv             # the grad while _glazy
-    cdef Py_ssize_t _gen
-    cdef Py_ssize_t _slot       # index among the creator's outputs
-    cdef bint _lazy             # data is the float64 scalar _sv, not yet an array
-    cdef bint _glazy            # grad is the float64 scalar _gv, not yet an array
-    cdef bint _const            # made by the engine from a non-Variable operand
+    """Compiled base of :class:`Variable`; see there.
+
+    Its C attributes and inline methods are declared in _core.pxd.
+    """
 
     def __init__(self, data, name=None):
         if data is not None and not isinstance(data, _ndarray):
@@ -246,7 +197,7 @@ cdef class _Variable:
         self._data = data
         self._name = name
         if _recording:
-            _trace_made(self)
+            _hook_made(self, None)
 
     def __dealloc__(self):
         self._unlink()
@@ -255,52 +206,17 @@ cdef class _Variable:
             # allocator's idle purge hands them back.
             heap_released()
 
-    cdef inline void _unlink(self) noexcept:
-        # Clear the creator's borrowed pointer to this output, if it is ours.
-        cdef Function f
-        cdef PyObject** outs
-        if self._creator is not None:
-            f = <Function>self._creator
-            outs = f._out_ptrs()
-            if self._slot < f._nout and outs[self._slot] == <PyObject*>self:
-                outs[self._slot] = NULL
-
-    cdef inline object _get_data(self):
-        if self._lazy:
-            self._data = _scalar_array(self._sv)
-            self._lazy = False
-        return self._data
-
-    cdef inline object _get_grad(self):
-        if self._glazy:
-            self._grad = _scalar_array(self._gv)
-            self._glazy = False
-        return self._grad
-
-    cdef inline bint _value(self, double* out) noexcept:
-        """Store the value in ``out`` if it is a float64 scalar the C path may use."""
-        if self._lazy:
-            out[0] = self._sv
-            return True
-        if _is_f64_scalar_array(self._data):
-            out[0] = _array_value(self._data)
-            return True
-        return False
-
-    cdef inline bint _has_grad(self) noexcept:
-        return self._glazy or self._grad is not None
-
     @property
     def data(self):
         """The ndarray this variable holds (or None)."""
         if _recording:
-            _trace_touch(self, "reads .data of")
+            _hook_touch(self, "reads .data of")
         return self._get_data()
 
     @data.setter
     def data(self, value):
         if _recording:
-            _trace_touch(self, "assigns .data of")
+            _hook_touch(self, "assigns .data of")
         if value is not None and not isinstance(value, _ndarray):
             if isinstance(value, np.generic):
                 value = np.asarray(value)   # e.g. x.data - lr * x.grad on 0-d arrays
@@ -315,7 +231,7 @@ cdef class _Variable:
     def grad(self):
         """The gradient (an ndarray shaped like ``data``), or None."""
         if _recording:
-            _trace_touch(self, "reads .grad of")
+            _hook_touch(self, "reads .grad of")
         return self._get_grad()
 
     @grad.setter
@@ -324,7 +240,7 @@ cdef class _Variable:
 
     cdef int _set_grad(self, object value, bint variable_ok) except -1:
         if _recording:
-            _trace_touch(self, "assigns .grad of")
+            _hook_touch(self, "assigns .grad of")
         # The full face also stores Variables (its grads are Variables).
         if value is not None and not isinstance(value, _ndarray) and not (
                 variable_ok and isinstance(value, _Variable)):
@@ -392,7 +308,7 @@ cdef class _Variable:
 
     def __repr__(self):
         if _recording:
-            _trace_touch(self, "formats (repr/str/print)")
+            _hook_touch(self, "formats (repr/str/print)")
         data = self._get_data()
         if data is None:
             return "variable(None)"
@@ -407,7 +323,7 @@ cdef class _Variable:
     def cleargrad(self):
         """Forget the gradient (``grad = None``), e.g. between iterations."""
         if _recording:
-            _trace_touch(self, "calls cleargrad() on")
+            _hook_touch(self, "calls cleargrad() on")
         self._grad = None
         self._glazy = False
 
@@ -499,7 +415,7 @@ cdef class _Variable:
             By default they are cleared as soon as they have been used.
         """
         if _recording:
-            _trace_touch(self, "calls backward() on")
+            _hook_touch(self, "calls backward() on")
         self._seed(False)
         if self._creator is not None:
             _backward(<Function>self._creator, bool(retain_grad), False)
@@ -509,7 +425,7 @@ cdef class _Variable:
         # a leaf (a creator cannot be pickled meaningfully: it holds weak links
         # and Python code).
         if _recording:
-            _trace_touch(self, "pickles")
+            _hook_touch(self, "pickles")
         return (_rebuild_variable, (type(self), self._get_data(), self._name, self._get_grad()))
 
 
@@ -577,7 +493,7 @@ cdef class _GraphVariable(_Variable):
     def grad(self):
         """The gradient, a Variable shaped like ``data`` (or None)."""
         if _recording:
-            _trace_touch(self, "reads .grad of")
+            _hook_touch(self, "reads .grad of")
         g = self._get_grad()
         if g is None or isinstance(g, _Variable):
             return g
@@ -610,7 +526,7 @@ cdef class _GraphVariable(_Variable):
         variable(12.0)
         """
         if _recording:
-            _trace_touch(self, "calls backward() on")
+            _hook_touch(self, "calls backward() on")
         self._seed(bool(create_graph))
         if self._creator is not None:
             _backward(<Function>self._creator, bool(retain_grad), bool(create_graph))
@@ -639,39 +555,7 @@ cdef inline object _face_of(object v):
     return _full_class() if isinstance(v, _GraphVariable) else _VarClass
 
 
-cdef extern from *:
-    """
-    /* type->tp_new without looking up and calling __new__ from Python */
-    static PyObject *fastgrad_tp_new(PyObject *type, PyObject *args) {
-        return ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, args, NULL);
-    }
-    """
-    object _tp_new "fastgrad_tp_new"(object type, object args)
-
-
-cdef inline _Variable _lazy_var(double v, object cls):
-    cdef _Variable var = <_Variable>_tp_new(cls, _empty_tuple)
-    _untrack(var)
-    var._sv = v
-    var._lazy = True
-    return var
-
-
-cdef inline _Variable _wrap_data(object data, object cls):
-    cdef _Variable var = <_Variable>_tp_new(cls, _empty_tuple)
-    var._data = data
-    return var
-
-
-cdef inline object _grad_array(_Variable v):
-    """``v``'s gradient as an ndarray (or None), whatever holds it."""
-    g = v._get_grad()
-    if g is not None and isinstance(g, _Variable):
-        return (<_Variable>g)._get_data()
-    return g
-
-
-cdef inline object _grad_variable(_Variable v):
+cdef object _grad_variable(_Variable v):
     """``v``'s gradient as a Variable of its face (or None).
 
     On the full face the Variable becomes ``v``'s grad (``x.grad is x.grad``);
@@ -713,24 +597,9 @@ cdef class Function:
     ...     def backward(self, gy):
     ...         return 2 * self.inputs[0].data * gy
     """
-    cdef object __weakref__
-    cdef tuple _inputs          # a tuple: one allocation, items inline
-    cdef object _meta           # (shape, dtype) of each output, several outputs only
-    cdef PyObject* _out1        # the single output's borrowed pointer
-    cdef PyObject** _outs       # several outputs' borrowed pointers, else NULL
-    cdef Py_ssize_t _nout
-    cdef Py_ssize_t _gen
-    cdef unsigned long long _stamp
-    cdef bint _has_gen
-    cdef bint _table            # an op of the table, of its exact declared class
-    cdef bint _full             # called on the full face (fastgrad.dezero)
 
     def __dealloc__(self):
         free(self._outs)
-
-    cdef inline PyObject** _out_ptrs(self) noexcept:
-        # Borrowed pointers to the outputs; an output clears its own on death.
-        return self._outs if self._outs != NULL else &self._out1
 
     # -- backward, as the engine's driver runs it (one step per function)
     cdef int _backward_arrays(self, bint retain_grad) except -1:
@@ -830,7 +699,7 @@ cdef class Function:
         return 0
 
 
-cdef inline bint _dezero_rules(Function f) noexcept:
+cdef bint _dezero_rules(Function f) noexcept:
     """DeZero's dtype rules apply to ``f``: it was called on the full face and
     Config.keep_dtype is off (read now, so a backward follows the setting in
     force when it runs)."""
@@ -1016,6 +885,15 @@ cdef inline object _strong(object c):
 include "_optable.pxi"
 
 
+cdef double _scalar_op_forward(int code, const double* x, const double* p) noexcept:
+    return _table_scalar_forward(code, x, p)
+
+
+cdef void _scalar_op_backward(int code, double gy, const double* x, double y,
+                              const double* p, double* g) noexcept:
+    _table_scalar_backward(code, gy, x, y, p, g)
+
+
 # ---------------------------------------------------------------- __call__
 
 cdef inline _Variable _constant(object data, object cls):
@@ -1100,30 +978,26 @@ cdef inline bint _graph_protocol(Function f):
 cdef inline object _call(Function f, tuple args, object face=None):
     """Function.__call__ (see _call_eager), seen by a trace being recorded."""
     if _recording:
-        out = _call_recorded(f, args, face)
-        if f._table and _dezero_rules(f):
-            _trace_check_dezero(<_TableOp>f, out)
-        return out
+        return _hook_call(f, args, face)
     return _call_eager(f, args, face)
 
 
-cdef int _trace_check_dezero(_TableOp f, object out) except -1:
-    """A traced plan computes each backward in its arrays' one dtype, so a
-    row whose DeZero backward promotes (``1 - y * y`` with a strong 1) on
-    anything but float64 makes the signature run eagerly."""
-    if not (f._dz_sensitive() and _backprop_enabled() and isinstance(out, _Variable)):
-        return 0
-    arrays = [(<_Variable>v)._get_data() for v in (f._inputs or ())]
-    arrays.append((<_Variable>out)._get_data())
-    for a in arrays:
-        if not _is_f64_array(a):
-            rec = _active_recorder()
-            if rec is not None and rec.reason is None:
-                rec.reason = (f"its {type(f).__name__} on {a.dtype} data follows DeZero's "
-                              f"dtype rules (a float64 backward), which a traced plan "
-                              f"does not compute; Config.keep_dtype = True keeps {a.dtype}")
-            return 0
+cdef int _install_tracer(_call_hook call, _variable_hook made,
+                         _variable_hook touch) except -1:
+    """Called once by fastgrad._trace when it is imported: the engine does
+    not import the tracer, the tracer plugs into the engine."""
+    global _hook_call, _hook_made, _hook_touch
+    _hook_call, _hook_made, _hook_touch = call, made, touch
     return 0
+
+
+cdef bint _is_recording() noexcept:
+    return _recording != 0
+
+
+cdef void _recording_add(int delta) noexcept:
+    global _recording
+    _recording += delta
 
 
 cdef object _call_eager(Function f, tuple args, object face):
@@ -1269,7 +1143,7 @@ cdef int _run_backward(list roots, bint retain_grad, bint create_graph,
     return 0
 
 
-cdef inline void _clear_grad(_Variable v) noexcept:
+cdef void _clear_grad(_Variable v) noexcept:
     global _freed_large
     if type(v._grad) is _ndarray and cnp.PyArray_NBYTES(<cnp.ndarray>v._grad) >= _LARGE:
         _freed_large = True
@@ -1695,4 +1569,3 @@ def _install_operators(cls):
     cls.__pow__ = pow
 
 
-include "_trace.pxi"

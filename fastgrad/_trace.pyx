@@ -1,31 +1,60 @@
-# Included by _core.pyx: fastgrad.trace.
-#
-# The first call of a traced function for a call signature runs it eagerly
-# while _call_recorded notes every table op it performs (the op's constants,
-# which operand came from where) into a _Recorder.  The recording becomes a
-# _Plan.  Later calls with that signature replay the plan without running
-# the function's Python code:
-#
-# * a plan whose ops all took the C scalar path (0-d float64 values) runs as
-#   a loop over a flat buffer of doubles, and its outputs get one creator, a
-#   _TracedCall, whose backward is a second loop in the engine's own order;
-# * a plan of elementwise ops on float arrays of one shape (and perhaps a
-#   final sum) is compiled into two register programs for the fused
-#   evaluator of _fused.pxi, one pass forward and one backward;
-# * any other plan replays its ops through the eager engine (arrays go
-#   through the same kernels), which builds the ordinary graph.
-#
-# Both give the eager run's bits: the same ops, on the same values, with
-# gradients accumulated in the order the eager backward would use.
+"""fastgrad.trace: record a function's table ops once per call signature,
+then replay them without running its Python code.
 
+The first call of a traced function for a call signature runs it eagerly
+while _call_recorded notes every table op it performs (the op's constants,
+which operand came from where) into a _Recorder.  The recording becomes a
+_Plan.  Later calls with that signature replay the plan without running
+the function's Python code:
+
+* a plan whose ops all took the C scalar path (0-d float64 values) runs as
+  a loop over a flat buffer of doubles, and its outputs get one creator, a
+  _TracedCall, whose backward is a second loop in the engine's own order;
+* a plan of elementwise ops on float arrays of one shape (and perhaps a
+  final sum) is compiled into two register programs for the fused
+  evaluator (fastgrad._eval), one pass forward and one backward;
+* any other plan replays its ops through the eager engine (arrays go
+  through the same kernels), which builds the ordinary graph.
+
+Both give the eager run's bits: the same ops, on the same values, with
+gradients accumulated in the order the eager backward would use.
+
+The tracer sits on top of the engine: it cimports fastgrad._core (see
+_core.pxd) and installs its recording hooks there when imported.
+"""
 import functools as _functools
 import heapq
 import threading as _threading
 import warnings as _warnings
+import weakref
+
+import numpy as np
+
+cimport cython
+cimport numpy as cnp
+from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.math cimport copysign
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from fastgrad._core cimport (
+    Function, _TableOp, _Variable, _array_value, _as_nd, _backprop_enabled, _c_number,
+    _call_eager, _clear_grad, _deliver, _deliver_scalar, _dezero_rules, _functions,
+    _grad_array, _grad_variable, _install_tracer, _is_f64_array, _is_f64_scalar_array,
+    _is_recording, _keep_dtype_on, _lazy_var, _recording_add, _run_backward,
+    _scalar_op_backward, _scalar_op_forward, _set_backprop, _tp_new, _wrap_data)
+from fastgrad._eval cimport Program, evaluate
 
 from fastgrad import _formulas
+from fastgrad._core import PURE
+
+cnp.import_array()
+
+cdef bint _pure = PURE
+cdef object _ndarray = np.ndarray
+cdef object _float64 = np.dtype(np.float64)
+cdef tuple _empty_tuple = ()
 
 
 class TraceWarning(UserWarning):
@@ -55,14 +84,36 @@ cdef inline _Recorder _active_recorder():
 
 
 cdef object _call_recorded(Function f, tuple args, object face):
+    """Function.__call__ while traces are being recorded (the engine's hook)."""
     out = _call_eager(f, args, face)
     rec = _active_recorder()
     if rec is not None:
         rec.record(f, args, face, out)
+    if f._table and _dezero_rules(f):
+        _check_dezero(<_TableOp>f, out)
     return out
 
 
-cdef int _trace_made(_Variable v) except -1:
+cdef int _check_dezero(_TableOp f, object out) except -1:
+    """A traced plan computes each backward in its arrays' one dtype, so a
+    row whose DeZero backward promotes (``1 - y * y`` with a strong 1) on
+    anything but float64 makes the signature run eagerly."""
+    if not (f._dz_sensitive() and _backprop_enabled() and isinstance(out, _Variable)):
+        return 0
+    arrays = [(<_Variable>v)._get_data() for v in (f._inputs or ())]
+    arrays.append((<_Variable>out)._get_data())
+    for a in arrays:
+        if not _is_f64_array(a):
+            rec = _active_recorder()
+            if rec is not None and rec.reason is None:
+                rec.reason = (f"its {type(f).__name__} on {a.dtype} data follows DeZero's "
+                              f"dtype rules (a float64 backward), which a traced plan "
+                              f"does not compute; Config.keep_dtype = True keeps {a.dtype}")
+            return 0
+    return 0
+
+
+cdef int _trace_made(_Variable v, str what) except -1:
     """Variable() inside a function being recorded: a constant of the trace."""
     rec = _active_recorder()
     if rec is not None:
@@ -224,7 +275,7 @@ cdef struct _PlanOp:
     int nargs
     int a, b            # operand slots
     int out             # result slot
-    int code            # the op's number in _table_scalar_forward/_backward
+    int code            # the op's number (_TableOp._scalar_code)
     char act[2]         # per operand, when every op gets a grad: _SKIP, _SET, _ADD, _GIVE
     double p[3]         # the op's constants (scalar plans)
 
@@ -502,7 +553,7 @@ cdef class _Plan:
             x[0] = vals[n.a]
             if n.nargs > 1:
                 x[1] = vals[n.b]
-            vals[n.out] = _table_scalar_forward(n.code, x, n.p)
+            vals[n.out] = _scalar_op_forward(n.code, x, n.p)
         outs = [_lazy_var(vals[self.out_slot[j]], self.out_cls[j]) for j in range(self.nout)]
         if not _backprop_enabled():
             free(vals)
@@ -520,7 +571,7 @@ cdef class _Plan:
 
     cdef int _fuse(self, _Recorder rec, list kept) except -1:
         """Compile the plan into one forward and one backward program for the
-        fused evaluator (_fused.pxi), if every op and value allows it: table
+        fused evaluator (fastgrad._eval), if every op and value allows it: table
         ops whose instructions are the eager path's own, on C arrays of one
         shape and float dtype, Python numbers as constants, and at most a
         final sum."""
@@ -546,7 +597,7 @@ cdef class _Plan:
             like = a
         self.shape = like.shape
         self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>like)
-        self.exact_pow = any([type(t) is not tuple and (<Function>t)._full and not _keep_dtype
+        self.exact_pow = any([type(t) is not tuple and (<Function>t)._full and not _keep_dtype_on()
                               for t in self.ops])
         forward = _Compiler(self, rec, kept, self.nin)
         regs = forward.forward()
@@ -828,7 +879,7 @@ cdef int _step_traced(_TracedCall node, bint retain_grad) except -1:
                 x[0] = vals[n.a]
                 if n.nargs > 1:
                     x[1] = vals[n.b]
-                _table_scalar_backward(n.code, G[n.out], x, vals[n.out], n.p, g)
+                _scalar_op_backward(n.code, G[n.out], x, vals[n.out], n.p, g)
                 for i in range(n.nargs):
                     t = n.a if i == 0 else n.b
                     kind = n.act[i]
@@ -848,7 +899,7 @@ cdef int _step_traced(_TracedCall node, bint retain_grad) except -1:
             x[0] = vals[n.a]
             if n.nargs > 1:
                 x[1] = vals[n.b]
-            _table_scalar_backward(n.code, G[t], x, vals[t], n.p, g)
+            _scalar_op_backward(n.code, G[t], x, vals[t], n.p, g)
             for i in range(n.nargs):
                 t = n.a if i == 0 else n.b
                 kind = kinds[t]
@@ -1018,7 +1069,7 @@ cdef class Traced:
         return _functools.partial(self, obj)
 
     def __call__(self, *args, **kwargs):
-        if _recording and _active_recorder() is not None:
+        if _is_recording() and _active_recorder() is not None:
             return self.fn(*args, **kwargs)     # inside another trace: inline
         cdef list leaves = []
         cdef list key = []
@@ -1049,7 +1100,6 @@ cdef class Traced:
         return out
 
     cdef object _record(self, object k, list leaves, tuple args, dict kwargs):
-        global _recording
         if len(self.plans) >= _MAX_PLANS and k not in self.plans:
             if not self.warned_full:
                 self.warned_full = True
@@ -1057,11 +1107,11 @@ cdef class Traced:
             return self.fn(*args, **kwargs)
         rec = _Recorder(leaves, _backprop_enabled())
         _trace_state.recorder = rec
-        _recording += 1
+        _recording_add(1)
         try:
             out = self.fn(*args, **kwargs)
         finally:
-            _recording -= 1
+            _recording_add(-1)
             _trace_state.recorder = None
         cdef _Plan plan = rec.finish(out, self.__name__)
         rec = None
@@ -1162,3 +1212,6 @@ def trace(fn=None, *, check=None):
     if fn is None:
         return _functools.partial(trace, check=check)
     return Traced(fn, check)
+
+
+_install_tracer(_call_recorded, _trace_made, _trace_touch)
