@@ -142,10 +142,6 @@ MAX_LINES = 800
 # (a strict xfail): once a module is split, its test passes, which fails the
 # run until the entry is removed from this list.
 KNOWN_LONG = {
-    # The engine, being split by concern (data model and faces, the
-    # backward driver, the tracer, kernels and allocator) in its own change.
-    "_core.pyx": "the engine: being split into modules with a .pxd",
-    "_trace.pyx": "the tracer: its own module, still to be split into files",
     # Not split yet; one concern each, a little over the limit or not.
     "_conv.pyx": "convolution and pooling kernels (one concern, ~800 lines)",
     "dezero/functions_conv.py": "DeZero's functions_conv (one concern, ~800 lines)",
