@@ -213,8 +213,21 @@ cdef object _as_nd(object r)
 # Forward: Function.__call__ without the recording hook.
 cdef object _call_eager(Function f, tuple args, object face)
 
-# The table's C scalar formulas, by op number (_TableOp._scalar_code).
-cdef double _scalar_op_forward(int code, const double* x, const double* p) noexcept
+# A scalar program: table ops on a flat buffer of float64 values (the
+# tracer's scalar plans; `op` and `act` are the tracer's own fields).
+cdef struct _PlanOp:
+    PyObject* op        # a _TableOp template (borrowed from the plan)
+    int nargs
+    int a, b            # operand slots
+    int out             # result slot
+    int code            # the op's number (_TableOp._scalar_code)
+    char act[2]         # per operand, when every op gets a grad: _SKIP, _SET, _ADD, _GIVE
+    double p[3]         # the op's constants
+
+# Run ops nodes[0..n) in order, each reading its operands' slots of `vals`
+# and writing its result slot.
+cdef void _scalar_run_forward(const _PlanOp* nodes, Py_ssize_t n, double* vals) noexcept
+# One op's C scalar derivatives, by op number (_TableOp._scalar_code).
 cdef void _scalar_op_backward(int code, double gy, const double* x, double y,
                               const double* p, double* g) noexcept
 

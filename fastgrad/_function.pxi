@@ -316,8 +316,17 @@ cdef inline object _strong(object c):
 include "_optable.pxi"
 
 
-cdef double _scalar_op_forward(int code, const double* x, const double* p) noexcept:
-    return _table_scalar_forward(code, x, p)
+cdef void _scalar_run_forward(const _PlanOp* nodes, Py_ssize_t n, double* vals) noexcept:
+    # The loop lives here, where the table's scalar formulas inline into it.
+    cdef Py_ssize_t k
+    cdef double x[2]
+    cdef const _PlanOp* op
+    for k in range(n):
+        op = &nodes[k]
+        x[0] = vals[op.a]
+        if op.nargs > 1:
+            x[1] = vals[op.b]
+        vals[op.out] = _table_scalar_forward(op.code, x, op.p)
 
 
 cdef void _scalar_op_backward(int code, double gy, const double* x, double y,

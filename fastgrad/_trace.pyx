@@ -43,7 +43,7 @@ from fastgrad._core cimport (
     _call_eager, _clear_grad, _deliver, _deliver_scalar, _dezero_rules, _functions,
     _grad_array, _grad_variable, _install_tracer, _is_f64_array, _is_f64_scalar_array,
     _is_recording, _keep_dtype_on, _lazy_var, _recording_add, _run_backward,
-    _scalar_op_backward, _scalar_op_forward, _set_backprop, _tp_new, _wrap_data)
+    _PlanOp, _scalar_op_backward, _scalar_run_forward, _set_backprop, _tp_new, _wrap_data)
 from fastgrad._eval cimport Program, evaluate
 
 from fastgrad import _formulas

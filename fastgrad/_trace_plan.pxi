@@ -3,15 +3,8 @@
 
 # ---------------------------------------------------------------- plans
 
-cdef struct _PlanOp:
-    PyObject* op        # a _TableOp template (borrowed from _Plan.ops)
-    int nargs
-    int a, b            # operand slots
-    int out             # result slot
-    int code            # the op's number (_TableOp._scalar_code)
-    char act[2]         # per operand, when every op gets a grad: _SKIP, _SET, _ADD, _GIVE
-    double p[3]         # the op's constants (scalar plans)
-
+# A plan's ops are _PlanOp structs (declared in _core.pxd: the engine runs a
+# scalar plan's forward, _scalar_run_forward).
 
 @cython.final
 cdef class _Plan:
@@ -265,9 +258,7 @@ cdef class _Plan:
         return vals
 
     cdef object _replay_scalar(self, list ins):
-        cdef Py_ssize_t j, k
-        cdef _PlanOp* n
-        cdef double x[2]
+        cdef Py_ssize_t j
         cdef _Variable v
         cdef double* vals = <double*>malloc(max(1, self.nslots) * sizeof(double))
         if vals == NULL:
@@ -281,12 +272,7 @@ cdef class _Plan:
                 return None
             if v._gen > gen:
                 gen = v._gen
-        for k in range(self.nnodes):
-            n = &self.nodes[k]
-            x[0] = vals[n.a]
-            if n.nargs > 1:
-                x[1] = vals[n.b]
-            vals[n.out] = _scalar_op_forward(n.code, x, n.p)
+        _scalar_run_forward(self.nodes, self.nnodes, vals)
         outs = [_lazy_var(vals[self.out_slot[j]], self.out_cls[j]) for j in range(self.nout)]
         if not _backprop_enabled():
             free(vals)
