@@ -41,7 +41,8 @@ common = dict(
 extensions = [
     Extension(f"fastgrad.{name}", [f"fastgrad/{name}.pyx"], **common)
     # _stream: fastgrad-bench's memory-bandwidth probe, on the same thread pool.
-    for name in ("_alloc", "_threads", "_eval", "_core", "_ops", "_conv", "_stream")
+    # _trace: the tracer, on top of the engine (cimports _core.pxd).
+    for name in ("_alloc", "_threads", "_eval", "_core", "_trace", "_ops", "_conv", "_stream")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -7,10 +7,10 @@ cdef Py_tss_t* _backprop_key = PyThread_tss_alloc()
 if _backprop_key == NULL or PyThread_tss_create(_backprop_key) != 0:
     raise MemoryError("fastgrad: cannot allocate thread-local storage")
 
-cdef inline bint _backprop_enabled() noexcept:
+cdef bint _backprop_enabled() noexcept:
     return PyThread_tss_get(_backprop_key) != <void*><size_t>1
 
-cdef inline void _set_backprop(bint on) noexcept:
+cdef void _set_backprop(bint on) noexcept:
     PyThread_tss_set(_backprop_key, <void*><size_t>(2 if on else 1))
 
 
@@ -19,6 +19,10 @@ cdef inline void _set_backprop(bint on) noexcept:
 # thread.  The engine reads it whenever a full-face function runs, forward or
 # backward.
 cdef bint _keep_dtype = False
+
+
+cdef bint _keep_dtype_on() noexcept:
+    return _keep_dtype
 
 
 class _ConfigType(type):

@@ -1,6 +1,5 @@
 # Typing stub for the compiled engine (fastgrad/_core.pyx).
-from typing import (Any, Callable, ContextManager, Generic, Optional, Sequence, TypeVar,
-                    Union, overload)
+from typing import Any, ContextManager, Optional, Sequence, Union
 import weakref
 
 import numpy as np
@@ -155,18 +154,3 @@ class Minimum(Function):
 def minimum(x0: _Operand, x1: _Operand) -> Variable: ...
 # ---- end of generated stubs
 def setup_variable() -> None: ...
-
-class TraceWarning(UserWarning): ...
-class TraceMismatchError(RuntimeError): ...
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-class Traced(Generic[_F]):
-    __wrapped__: _F
-    __call__: _F
-    def retrace(self) -> None: ...
-
-@overload
-def trace(fn: _F, *, check: Optional[int] = ...) -> Traced[_F]: ...
-@overload
-def trace(fn: None = ..., *, check: Optional[int] = ...) -> Callable[[_F], Traced[_F]]: ...

@@ -119,7 +119,7 @@ cdef inline double _spow(double x, double c) noexcept:
     return _c_binary(UF_POWER, x, c)
 
 
-cdef inline bint _c_number(object c, double* out):
+cdef bint _c_number(object c, double* out):
     """Store a Python float or int (exactly representable) in ``out``."""
     if type(c) is float:
         out[0] = <double>c

@@ -6,8 +6,7 @@ and the vocabulary's stubs say what is there.
   one order, or a module that leans on another having been imported first,
   fails here.
 * No product module (``fastgrad/**/*.py``, ``*.pyx``, ``*.pxi``; generated
-  files aside) is over :data:`MAX_LINES` lines, except those listed in
-  :data:`KNOWN_LONG`, each with the reason it is still long.
+  files aside) is over :data:`MAX_LINES` lines.
 * No Python module imports fastgrad inside a function (where a cycle
   hides from the first check), except those in :data:`FUNCTION_IMPORTS`.
 * The stubs of ``fastgrad.functions`` list exactly its names, with the
@@ -138,16 +137,6 @@ def test_no_fastgrad_import_is_hidden_in_a_function():
 # ---------------------------------------------------------------------------
 MAX_LINES = 800
 
-# Modules still over the limit.  Each entry is expected to fail the limit
-# (a strict xfail): once a module is split, its test passes, which fails the
-# run until the entry is removed from this list.
-KNOWN_LONG = {
-    # The engine, being split by concern (data model and faces, the
-    # backward driver, the tracer, kernels and allocator) in its own change.
-    "_core.pyx": "the engine: being split into modules with a .pxd",
-    "_trace.pxi": "the tracer: becoming its own module",
-}
-
 
 def _product_files():
     out = {}
@@ -167,17 +156,8 @@ FILES = _product_files()
 
 
 def test_no_product_module_is_over_the_limit():
-    over = {name: n for name, n in FILES.items() if n > MAX_LINES and name not in KNOWN_LONG}
+    over = {name: n for name, n in FILES.items() if n > MAX_LINES}
     assert not over, f"modules over {MAX_LINES} lines: {over}"
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason))
-    for name, reason in sorted(KNOWN_LONG.items())])
-def test_known_long_module(name):
-    if name not in FILES:
-        pytest.skip(f"{name} is not in this installation (sources not shipped)")
-    assert FILES[name] <= MAX_LINES, f"{name}: {FILES[name]} lines"
 
 
 # ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import fastgrad as fg
 import fastgrad._core as core
+from fastgrad._trace import _TracedCall
 import fastgrad.functions as FN
 import fastgrad.dezero as dz
 import fastgrad.dezero.functions as F
@@ -25,7 +26,7 @@ C_LOOPS = not fg.PURE
 
 def one_node(y):
     """Is ``y`` the result of a C replay (when those exist)?"""
-    return isinstance(y.creator, core._TracedCall) == C_LOOPS
+    return isinstance(y.creator, _TracedCall) == C_LOOPS
 
 
 def goldstein(x, y):
@@ -351,7 +352,7 @@ def test_create_graph_through_a_replay_falls_back():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         y = t(dz.Variable(np.array(1.0)))   # eager from now on, silently
-    assert not isinstance(y.creator, core._TracedCall)
+    assert not isinstance(y.creator, _TracedCall)
 
 
 class Square(fg.Function):
@@ -397,7 +398,7 @@ def test_guards_fall_back_with_one_warning(reason, capsys):
     assert repr(t).endswith("(eager)>")
     if isinstance(first, Variable):
         assert bits(later) == bits(first)
-        assert not isinstance(later.creator, core._TracedCall)
+        assert not isinstance(later.creator, _TracedCall)
 
 
 def test_operations_on_constants_are_allowed():
