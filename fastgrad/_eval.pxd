@@ -13,6 +13,7 @@ cdef class Program:
     cdef int ncode, nin, nout, nregs
     cdef int outs[16]
     cdef bint typed
+    cdef bint heavy         # calls a libm-class loop (UFUNC1, POW): threads pay sooner
     cdef int in_t[64]
     cdef int out_t[16]
     cdef readonly tuple param_exprs

@@ -40,8 +40,11 @@ cdef enum:
     _GRAIN = 16             # blocks per piece of a threaded evaluation
 
 # Below this many elements an evaluation stays on the calling thread: waking
-# the pool costs more than it saves (measured, see benchmarks/README.md).
-cdef Py_ssize_t _PAR_MIN = 1 << 16
+# the pool costs more than it saves.  Measured on 2 cores (benchmarks/README.md):
+# a program calling exp or tanh gains from 2**15 elements (1.1x, 1.4x at
+# 2**16); arithmetic alone is memory-bound and loses until 2**18 (0.8x at
+# 2**17, 1.45x at 2**18), so it waits for _PAR_MIN << 3.
+cdef Py_ssize_t _PAR_MIN = 1 << 15
 
 # NumPy's inner loops, by UFUNCS number, for float64 [0] and float32 [1].
 cdef _ufunc_loop _loops[_NUFUNCS][2]
@@ -139,6 +142,8 @@ cdef class Program:
             self.code[k].fn = fn
             self.code[k].value = value
             self.code[k].t = t
+            if op == I_UFUNC1 or op == I_POW:
+                self.heavy = True
         self.ncode = len(code)
         self.nin = nin
         self.nregs = nregs
@@ -578,7 +583,7 @@ cdef object evaluate(Program prog, tuple arrays, tuple params, object out,
     if size > 0:
         n = (size + _BLOCK - 1) // _BLOCK
         with nogil:
-            if size < _PAR_MIN:
+            if size < (_PAR_MIN if prog.heavy else _PAR_MIN << 3):
                 _run_range(&job, 0, size)
             else:
                 _run_pieces(&job, size, n)
@@ -611,8 +616,9 @@ cdef object ones_array(object a):
 
 
 def _set_par_min(Py_ssize_t n):
-    """Set the size (elements) from which evaluations use the thread pool;
-    returns the old one.  For tests and measurements."""
+    """Set the size (elements) from which evaluations calling a libm-class
+    loop use the thread pool (arithmetic alone: from 8 times it); returns
+    the old one.  For tests and measurements."""
     global _PAR_MIN
     old = _PAR_MIN
     _PAR_MIN = max(n, 1)
