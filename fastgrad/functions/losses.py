@@ -157,22 +157,22 @@ def softmax_cross_entropy(x, t):
     return SoftmaxCrossEntropy()(x, data_of(t))
 
 
-def _check_same_size(name, x_shape, t):
-    n_x = 1
-    for s in x_shape:
-        n_x *= s
-    if t.size != n_x:
+def _binary_operands(name, x, t):
+    """``x`` as a Variable and the targets ``t`` of as many elements, in
+    ``x``'s shape where their dimensions differ."""
+    x = as_variable(x)
+    t = _target(t, x)
+    if t.size != x.size:
         raise ValueError(f"{name}: t of shape {t.shape} does not match x of shape "
-                         f"{x_shape}")
+                         f"{tuple(x.shape)}")
+    if x.ndim != t.ndim:
+        t = t.reshape(*x.shape)
+    return x, t
 
 
 def sigmoid_cross_entropy(x, t):
     """Binary cross entropy of logits ``x`` and 0/1 targets ``t``, averaged over the batch."""
-    x = as_variable(x)
-    t = _target(t, x)
-    _check_same_size("sigmoid_cross_entropy", tuple(x.shape), t)
-    if x.ndim != t.ndim:
-        t = t.reshape(*x.shape)
+    x, t = _binary_operands("sigmoid_cross_entropy", x, t)
     N = _batch_len("sigmoid_cross_entropy", x.shape)
     p = sigmoid(x)
     p = clip(p, 1e-15, 1.0)
@@ -182,11 +182,7 @@ def sigmoid_cross_entropy(x, t):
 
 def binary_cross_entropy(p, t):
     """Binary cross entropy of probabilities ``p`` and 0/1 targets ``t``, averaged over the batch."""
-    p = as_variable(p)
-    t = _target(t, p)
-    _check_same_size("binary_cross_entropy", tuple(p.shape), t)
-    if p.ndim != t.ndim:
-        t = t.reshape(*p.shape)
+    p, t = _binary_operands("binary_cross_entropy", p, t)
     N = _batch_len("binary_cross_entropy", t.shape)
     p = clip(p, 1e-15, 0.999)
     tlog_p = t * log(p) + (1 - t) * log(1 - p)
