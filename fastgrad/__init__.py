@@ -6,7 +6,7 @@
 from fastgrad._core import PURE
 from fastgrad.core_simple import *  # noqa: F401,F403 - the public API
 from fastgrad.core_simple import __all__, setup_variable
-from fastgrad._trace import TraceMismatchError, Traced, TraceWarning, trace
+from fastgrad._trace import TraceMismatchError, Traced, TraceWarning, run_on_replay, trace
 
 # Large results reuse hot memory, handed back when idle (see README, "Memory").
 from fastgrad._alloc import buffer_cache_info, clear_buffer_cache, set_buffer_cache

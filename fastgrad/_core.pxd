@@ -88,6 +88,7 @@ cdef class _Variable:
 
     cdef int _set_grad(self, object value, bint variable_ok) except -1
     cdef int _seed(self, bint as_variable) except -1
+    cdef int _backward_from(self, bint retain_grad, bint create_graph) except -1
 
     cdef inline void _unlink(self) noexcept:
         # Clear the creator's borrowed pointer to this output, if it is ours.
@@ -240,11 +241,18 @@ cdef int _deliver(_Variable x, object gx, bint owned, bint cast=*) except -1
 
 # The tracer's hooks.  While _recording is nonzero (traces being recorded,
 # in any thread) Function.__call__ goes through `call` instead of
-# _call_eager, a Variable made calls `made` and Python code reading or
-# changing a Variable calls `touch` with what it did.
+# _call_eager, a Variable made calls `made`, Python code reading or
+# changing a Variable calls `touch` with what it did, and the steps of a
+# training step call `step`: cleargrad(), and the start and end of backward().
 ctypedef object (*_call_hook)(Function f, tuple args, object face)
 ctypedef int (*_variable_hook)(_Variable v, str what) except -1
+ctypedef int (*_step_hook)(_Variable v, int event, bint retain_grad,
+                           bint create_graph) except -1
+cdef enum:
+    _STEP_CLEARGRAD = 0
+    _STEP_BACKWARD = 1
+    _STEP_BACKWARD_DONE = 2
 cdef int _install_tracer(_call_hook call, _variable_hook made,
-                         _variable_hook touch) except -1
+                         _variable_hook touch, _step_hook step) except -1
 cdef bint _is_recording() noexcept
 cdef void _recording_add(int delta) noexcept

@@ -106,6 +106,7 @@ cdef int _recording = 0           # traces being recorded, in any thread (fastgr
 cdef _call_hook _hook_call = NULL
 cdef _variable_hook _hook_made = NULL
 cdef _variable_hook _hook_touch = NULL
+cdef _step_hook _hook_step = NULL
 
 
 def as_array(x):

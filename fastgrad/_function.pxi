@@ -423,11 +423,11 @@ cdef inline object _call(Function f, tuple args, object face=None):
 
 
 cdef int _install_tracer(_call_hook call, _variable_hook made,
-                         _variable_hook touch) except -1:
+                         _variable_hook touch, _step_hook step) except -1:
     """Called once by fastgrad._trace when it is imported: the engine does
     not import the tracer, the tracer plugs into the engine."""
-    global _hook_call, _hook_made, _hook_touch
-    _hook_call, _hook_made, _hook_touch = call, made, touch
+    global _hook_call, _hook_made, _hook_touch, _hook_step
+    _hook_call, _hook_made, _hook_touch, _hook_step = call, made, touch, step
     return 0
 
 

@@ -13,8 +13,11 @@ the function's Python code:
 * a plan of elementwise ops on float arrays of one shape (and perhaps a
   final sum) is compiled into two register programs for the fused
   evaluator (fastgrad._eval), one pass forward and one backward;
-* any other plan replays its ops through the eager engine (arrays go
-  through the same kernels), which builds the ordinary graph.
+* any other plan -- one calling Functions outside the table (matmul,
+  losses, convolution, a user's Function) or taking the steps of training
+  (cleargrad(), backward(), an optimizer's update()) -- replays its ops
+  through the eager engine (_trace_graph.pxi), which builds the ordinary
+  graph, without the Python around them.
 
 Both give the eager run's bits: the same ops, on the same values, with
 gradients accumulated in the order the eager backward would use.
@@ -39,6 +42,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from fastgrad._core cimport (
+    _STEP_BACKWARD, _STEP_BACKWARD_DONE,
     Function, _TableOp, _Variable, _array_value, _as_nd, _backprop_enabled, _c_number,
     _call_eager, _clear_grad, _deliver, _deliver_scalar, _dezero_rules, _functions,
     _grad_array, _grad_variable, _install_tracer, _is_f64_array, _is_f64_scalar_array,
@@ -47,7 +51,7 @@ from fastgrad._core cimport (
 from fastgrad._eval cimport Program, evaluate
 
 from fastgrad import _formulas
-from fastgrad._core import PURE
+from fastgrad._core import PURE, Config
 
 cnp.import_array()
 
@@ -77,6 +81,10 @@ cdef enum:
     _ADD = 2
     _GIVE = 3
     _MAX_PLANS = 256    # signatures per traced function before new ones run eagerly
+    _MAX_RETRIES = 3    # recordings a signature may discard (lazy initialisation)
+    _EV_CLEARGRAD = 0   # steps of a traced training step, besides its ops
+    _EV_BACKWARD = 1
+    _EV_CALL = 2
 
 
 cdef inline _Recorder _active_recorder():
@@ -85,10 +93,15 @@ cdef inline _Recorder _active_recorder():
 
 cdef object _call_recorded(Function f, tuple args, object face):
     """Function.__call__ while traces are being recorded (the engine's hook)."""
-    out = _call_eager(f, args, face)
     rec = _active_recorder()
+    state = None
+    if rec is not None and not f._table:
+        # What the constructor set: the replay's copy of ``f`` starts from it.
+        state = getattr(f, "__dict__", None)
+        state = dict(state) if state else None
+    out = _call_eager(f, args, face)
     if rec is not None:
-        rec.record(f, args, face, out)
+        rec.record(f, args, face, out, state)
     if f._table and _dezero_rules(f):
         _check_dezero(<_TableOp>f, out)
     return out
@@ -105,18 +118,22 @@ cdef int _check_dezero(_TableOp f, object out) except -1:
     for a in arrays:
         if not _is_f64_array(a):
             rec = _active_recorder()
-            if rec is not None and rec.reason is None:
-                rec.reason = (f"its {type(f).__name__} on {a.dtype} data follows DeZero's "
-                              f"dtype rules (a float64 backward), which a traced plan "
-                              f"does not compute; Config.keep_dtype = True keeps {a.dtype}")
+            if rec is not None:
+                rec.unfusable = True    # the graph replay computes them
             return 0
     return 0
 
 
 cdef int _trace_made(_Variable v, str what) except -1:
-    """Variable() inside a function being recorded: a constant of the trace."""
+    """Variable() inside a function being recorded: a constant of the trace,
+    unless it wraps an array argument (then a new Variable at every replay)."""
     rec = _active_recorder()
-    if rec is not None:
+    if rec is None:
+        return 0
+    s = rec.slots.get(id(v._data)) if v._data is not None else None
+    if s is not None and rec.kinds[s] == _INPUT:
+        rec.wrap(v, s)
+    else:
         rec.constant(v)
     return 0
 
@@ -127,7 +144,15 @@ cdef int _trace_touch(_Variable v, str what) except -1:
     if rec is None or rec.reason is not None or id(v) in rec.made:
         return 0
     s = rec.slots.get(id(v))
-    if s is None:
+    if s is None or rec.captured_slot(s):
+        if v._data is None and not v._lazy:
+            rec.retry = True        # a layer initialising its parameters
+            return 0
+        if what == "reads .data of":
+            # A layer checking or passing on its parameter's array, which
+            # stays the same object: using it as an operand is refused.
+            rec.outside_data[id(v._data)] = v._data
+            return 0
         whose = "a Variable from outside the function"
     elif rec.kinds[s] == _NODE:
         whose = "an intermediate Variable"
@@ -137,6 +162,55 @@ cdef int _trace_touch(_Variable v, str what) except -1:
         return 0
     rec.reason = f"it {what} {whose}"
     return 0
+
+
+cdef object _paused = _threading.local()    # .recorder, .depth: a backward() inside
+
+
+cdef int _trace_step(_Variable v, int event, bint retain_grad, bint create_graph) except -1:
+    """cleargrad() and backward() inside a function being recorded: steps of
+    the replay.  Nothing a backward does is recorded (the replay runs it)."""
+    if event == _STEP_BACKWARD_DONE:
+        depth = getattr(_paused, "depth", 0)
+        if depth:
+            _paused.depth = depth - 1
+            if depth == 1:
+                _trace_state.recorder = _paused.recorder
+                _paused.recorder = None
+        return 0
+    rec = _active_recorder()
+    if event == _STEP_BACKWARD:
+        if rec is None:
+            if getattr(_paused, "depth", 0):
+                _paused.depth += 1
+            return 0
+        rec.step_backward(v, retain_grad, create_graph)
+        _paused.recorder = rec
+        _paused.depth = 1
+        _trace_state.recorder = None
+        return 0
+    if rec is not None:
+        rec.step_cleargrad(v)
+    return 0
+
+
+def run_on_replay(fn):
+    """Call ``fn()``; inside a function being traced, every replay calls it
+    again at this point (with no recording while it runs).
+
+    Optimizers use it for ``update()``, so a traced training step updates
+    its parameters on every call.  ``fn`` is kept by the trace.
+    """
+    rec = _active_recorder()
+    if rec is None:
+        return fn()
+    if rec.reason is None:
+        rec.events.append((len(rec.nodes), _EV_CALL, fn))
+    _trace_state.recorder = None
+    try:
+        return fn()
+    finally:
+        _trace_state.recorder = rec
 
 
 # ---------------------------------------------------------------- recording
@@ -155,6 +229,11 @@ cdef class _Recorder:
     cdef bint scalar        # every op took the C scalar path
     cdef bint backprop
     cdef public object reason   # why this signature cannot be replayed
+    cdef public bint retry      # a Variable from outside was being initialised
+    cdef public bint unfusable  # an op follows DeZero's float64 backward rules
+    cdef bint graph             # ops or steps only the graph replay runs
+    cdef list events            # (ops recorded before, _EV_*, details...)
+    cdef dict outside_data      # id -> arrays read from Variables from outside
 
     def __init__(self, list leaves, bint backprop):
         self.slots = {}
@@ -168,6 +247,8 @@ cdef class _Recorder:
         self.scalar = not _pure
         self.backprop = backprop
         self.reason = None
+        self.events = []
+        self.outside_data = {}
         for i, leaf in enumerate(leaves):
             self._input(leaf, i)
 
@@ -191,6 +272,37 @@ cdef class _Recorder:
         self.keep.append(v)
         return 0
 
+    cdef int wrap(self, _Variable v, Py_ssize_t src) except -1:
+        """``Variable(x)`` of an array argument ``x``."""
+        self.graph = True
+        self.nodes.append((_WRAP, (src,), self._slot(v, _NODE, True), type(v)))
+        return 0
+
+    cdef bint captured_slot(self, Py_ssize_t s):
+        """Slot ``s`` holds a Variable from the enclosing scope (a parameter)."""
+        return self.kinds[s] == _INPUT and type(self.inputs[self.input_slots.index(s)]) is not int
+
+    cdef int step_cleargrad(self, _Variable v) except -1:
+        if v._data is None and not v._lazy and id(v) not in self.slots:
+            self.retry = True       # a parameter not yet initialised
+        if self.reason is None:
+            self.graph = True
+            self.events.append((len(self.nodes), _EV_CLEARGRAD, self._operand(v)))
+        return 0
+
+    cdef int step_backward(self, _Variable v, bint retain_grad, bint create_graph) except -1:
+        if self.reason is not None:
+            return 0
+        s = self.slots.get(id(v))
+        if create_graph:
+            self.reason = "it calls backward(create_graph=True)"
+        elif s is None or self.kinds[s] == _CONST:
+            self.reason = "it calls backward() on a Variable that does not depend on its inputs"
+        else:
+            self.graph = True
+            self.events.append((len(self.nodes), _EV_BACKWARD, s, retain_grad))
+        return 0
+
     cdef bint _traced(self, object a):
         """Does operand ``a`` carry a value that changes between calls?"""
         if isinstance(a, _Variable):
@@ -207,13 +319,18 @@ cdef class _Recorder:
         s = self.slots.get(id(a)) if isinstance(a, (_Variable, _ndarray)) else None
         if s is not None:
             return s
+        if isinstance(a, _ndarray) and id(a) in self.outside_data and self.reason is None:
+            self.reason = ("it uses the .data of a Variable from outside the function "
+                           "as an operand")
         if isinstance(a, _Variable):
             if id(a) in self.made:
                 return self._slot(a, _CONST, True)
             return self._input(a, a)        # captured from the enclosing scope
         return self._slot(a, _CONST, isinstance(a, _ndarray))
 
-    cdef int record(self, Function f, tuple args, object face, object out) except -1:
+    cdef int record(self, Function f, tuple args, object face, object out,
+                    object state) except -1:
+        cdef _TableOp op
         if self.reason is not None:
             return 0
         if not any([self._traced(a) for a in args]):
@@ -221,17 +338,28 @@ cdef class _Recorder:
             for o in (out if isinstance(out, list) else [out]):
                 self.constant(o)
             return 0
-        if not f._table and not _is_full_sum(f, args):
-            self.reason = (f"it calls {type(f).__name__}, which is not an op of "
-                           f"fastgrad's table")
-            return 0
         if _backprop_enabled() != self.backprop:
             self.reason = "it switches Config.enable_backprop inside"
             return 0
         operands = tuple([self._operand(a) for a in args])
+        if isinstance(out, list):
+            self.graph = True
+            self.nodes.append(((type(f), state), operands,
+                               tuple([self._slot(o, _NODE, True) for o in out]), face))
+            return 0
         if not (<_Variable>out)._lazy:
             self.scalar = False
-        template = (<_TableOp>f)._fresh() if f._table else _SUM
+        if f._table:
+            op = (<_TableOp>f)._fresh()
+            op._full = f._full
+            template = op
+        elif _is_full_sum(f, args):
+            template = _SUM
+        else:
+            # Any other Function: the replay calls a copy of it (its class,
+            # made without __init__, and the attributes its constructor set).
+            self.graph = True
+            template = (type(f), state)
         self.nodes.append((template, operands, self._slot(out, _NODE, True), face))
         return 0
 
@@ -245,6 +373,8 @@ cdef class _Recorder:
             container, items = 0, [result]
         elif type(result) is tuple or type(result) is list:
             container, items = (1 if type(result) is tuple else 2), list(result)
+        elif result is None and self.events:
+            container, items = 3, []        # a training step that returns nothing
         else:
             plan.reason = (f"it returns a {type(result).__name__}, not a Variable or a "
                            f"tuple or list of Variables")
@@ -256,11 +386,16 @@ cdef class _Recorder:
                 plan.reason = "it returns a value that does not depend on its inputs"
                 return plan
             ret.append(s)
-        plan._build(self, container, ret)
+        if self.graph:
+            _build_graph(plan, self, container, ret)
+        else:
+            plan._build(self, container, ret)
         return plan
 
 
 cdef object _SUM = ("sum",)      # a node that sums all elements (fastgrad's Sum)
+cdef object _WRAP = ("wrap",)    # a node that wraps an array argument in a Variable
+cdef object _STALE = ("stale",)  # a replay that no longer applies: record again
 
 
 cdef bint _is_full_sum(Function f, tuple args):
@@ -269,6 +404,7 @@ cdef bint _is_full_sum(Function f, tuple args):
 
 
 include "_trace_plan.pxi"
+include "_trace_graph.pxi"
 include "_trace_backward.pxi"
 
 
@@ -326,6 +462,7 @@ cdef class Traced:
     cdef Py_ssize_t calls
     cdef bint warned_unhashable
     cdef bint warned_full
+    cdef dict retries           # signature -> recordings discarded
     cdef dict __dict__
     cdef object __weakref__
 
@@ -338,6 +475,7 @@ cdef class Traced:
             raise ValueError(f"trace: check must be a positive int or None, not {check}")
         self.fn = fn
         self.plans = {}
+        self.retries = {}
         self.check = check or 0
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
         _functools.update_wrapper(self, fn)
@@ -363,6 +501,8 @@ cdef class Traced:
                 self._warn("an argument is neither a Variable, an array nor hashable")
             return self.fn(*args, **kwargs)
         key.append(_backprop_enabled())
+        key.append(Config.train)        # read by layers' Python code (dropout)
+        key.append(_keep_dtype_on())    # which backward formulas the ops use
         k = tuple(key)
         cdef _Plan plan = self.plans.get(k)
         if plan is None:
@@ -370,9 +510,9 @@ cdef class Traced:
         if plan.reason is not None:
             return self.fn(*args, **kwargs)
         out = plan.replay(leaves)
-        if out is None:     # a captured Variable died or changed shape
+        if out is _STALE:   # a captured Variable died or changed shape
             return self._record(k, leaves, args, kwargs)
-        if self.check:
+        if self.check and not plan.has_steps:
             self.calls += 1
             if self.calls % self.check == 0:
                 self._compare(out, args, kwargs)
@@ -392,6 +532,13 @@ cdef class Traced:
         finally:
             _recording_add(-1)
             _trace_state.recorder = None
+        if rec.retry and rec.reason is None:
+            # A layer initialised its parameters: record the next call instead.
+            tries = self.retries.get(k, 0) + 1
+            self.retries[k] = tries
+            if tries < _MAX_RETRIES:
+                return out
+            rec.reason = "it initialises a Variable from outside at every call"
         cdef _Plan plan = rec.finish(out, self.__name__)
         rec = None
         self.plans[k] = plan
@@ -425,6 +572,7 @@ cdef class Traced:
     def retrace(self):
         """Drop every plan: the next call of each signature records again."""
         self.plans = {}
+        self.retries = {}
 
     def __repr__(self):
         cdef _Plan p
@@ -441,23 +589,30 @@ def trace(fn=None, *, check=None):
 
     The first call with a given signature -- which arguments are Variables
     or arrays, their shapes and dtypes, the other arguments' values, and
-    ``Config.enable_backprop`` -- runs ``fn`` eagerly and records the ops it
-    performs.  Later calls replay that recording without running ``fn``'s
-    Python code: when every value is a float64 scalar, forward and backward
-    run as C loops and the results get one creator for the whole call; when
-    the ops are elementwise ops on float arrays of one shape (perhaps summed
-    at the end), forward and backward are one fused pass each; otherwise the
-    ops replay through the eager engine.  Values and grads are bit-identical
-    to the eager run.
+    ``Config.enable_backprop``, ``Config.train`` and ``Config.keep_dtype`` --
+    runs ``fn`` eagerly and records the ops it performs.  Later calls replay
+    that recording without running ``fn``'s Python code: when every value is
+    a float64 scalar, forward and backward run as C loops and the results
+    get one creator for the whole call; when the ops are elementwise ops on
+    float arrays of one shape (perhaps summed at the end), forward and
+    backward are one fused pass each; otherwise each op, a copy of the
+    recorded Function, is called on this call's operands by the engine.
+    Values and grads are bit-identical to the eager run.
+
+    ``fn`` may be a whole training step: ``cleargrad()`` and ``backward()``
+    on its Variables and an optimizer's ``update()`` (see
+    :func:`run_on_replay`) are replayed at their place.  A model whose
+    layers create their parameters on the first call is recorded on the
+    second.
 
     What the recording bakes in: Python numbers and other non-array
     arguments (part of the signature), closure and global values, Python
     control flow, and NumPy code of ``fn``'s own on its array arguments.
     Variables from the enclosing scope are read at every call and get their
     gradients.  Where a replay could differ from running ``fn`` -- it reads
-    or sets ``.data``/``.grad`` of a Variable it did not create, prints one,
-    calls a function that is not one of the table's elementwise ops or a full
-    ``sum`` (a user ``Function``, ``matmul``...), or a ``backward(create_graph=True)``
+    or sets ``.data``/``.grad`` of a Variable it did not create (a layer may
+    read its parameters' ``.data``, not use it as an operand), prints one,
+    calls ``backward(create_graph=True)``, or a ``backward(create_graph=True)``
     goes through a replay -- that signature runs eagerly, with one
     :class:`TraceWarning` naming the reason.
 
@@ -468,7 +623,8 @@ def trace(fn=None, *, check=None):
         ``@trace(check=100)``).
     check : int, optional
         Every ``check``-th replay also runs ``fn`` eagerly (without a graph)
-        and raises :class:`TraceMismatchError` if the values differ.
+        and raises :class:`TraceMismatchError` if the values differ; not for
+        a training step, which would update twice.
 
     Returns
     -------
@@ -493,4 +649,4 @@ def trace(fn=None, *, check=None):
     return Traced(fn, check)
 
 
-_install_tracer(_call_recorded, _trace_made, _trace_touch)
+_install_tracer(_call_recorded, _trace_made, _trace_touch, _trace_step)

@@ -39,7 +39,12 @@ cdef class _Plan:
     cdef tuple fparams, bparams
     cdef bint exact_pow         # the ops' powers take NumPy's exact cases only
     cdef tuple bgrad            # the inputs bprog's outputs are the grads of
-    cdef int container          # 0 one Variable, 1 tuple, 2 list
+    cdef int container          # 0 one Variable, 1 tuple, 2 list, 3 None
+    # graph plans (_trace_graph.pxi): any Function, and the steps of training
+    cdef bint graph
+    cdef list steps             # ops and steps, in recorded order
+    cdef list fresh             # (slot, class): a constant Variable made anew
+    cdef bint has_steps         # it calls backward() or an update
 
     def __dealloc__(self):
         free(self.nodes)
@@ -67,18 +72,16 @@ cdef class _Plan:
             stack.extend([node_of[s] for s in rec.nodes[k][1] if s in node_of])
         kept = sorted(live)
         self.nslots = len(rec.kinds)
-        self.nin = len(rec.inputs)
         self.nnodes = len(kept)
         self.container = container
         self.nodes = <_PlanOp*>malloc(max(1, self.nnodes) * sizeof(_PlanOp))
         self.order = <int*>malloc(max(1, self.nnodes) * sizeof(int))
         self.init = <double*>malloc(max(1, self.nslots) * sizeof(double))
         self.kinds = <char*>malloc(max(1, self.nslots))
-        self.in_slot = <int*>malloc(max(1, self.nin) * sizeof(int))
         self.out_slot = <int*>malloc(max(1, len(ret)) * sizeof(int))
         self.slot_out = <int*>malloc(max(1, self.nslots) * sizeof(int))
         if (self.nodes == NULL or self.order == NULL or self.init == NULL or self.kinds == NULL
-                or self.in_slot == NULL or self.out_slot == NULL or self.slot_out == NULL):
+                or self.out_slot == NULL or self.slot_out == NULL):
             raise MemoryError()
         self.scalar = rec.scalar
         self.consts = [None] * self.nslots
@@ -93,35 +96,10 @@ cdef class _Plan:
                 self.consts[s] = c
                 if self.scalar and not _const_value(c, &self.init[s]):
                     self.scalar = False
-        self.sources = []
-        self.captured = []
-        self.leaves_only = True
-        self.in_target = <int*>malloc(max(1, self.nin) * sizeof(int))
-        self.slot_in = <int*>malloc(max(1, self.nslots) * sizeof(int))
-        if self.in_target == NULL or self.slot_in == NULL:
-            raise MemoryError()
-        for s in range(self.nslots):
-            self.slot_in[s] = -1
+        self._bind_inputs(rec)
         for j in range(self.nin):
-            self.slot_in[rec.input_slots[j]] = j
-        nvars = 0
-        for j in range(self.nin):
-            self.in_slot[j] = rec.input_slots[j]
-            if isinstance(rec.objs[rec.input_slots[j]], _Variable):
-                self.in_target[j] = nvars
-                nvars += 1
-            else:
-                self.in_target[j] = -1
+            if self.in_target[j] < 0:
                 self.scalar = False     # an array argument: the eager replay
-            src = rec.inputs[j]
-            if type(src) is int:
-                self.sources.append(src)
-                self.captured.append(None)
-            else:
-                self.leaves_only = False
-                self.sources.append(weakref.ref(src))
-                d = (<_Variable>src)._get_data()
-                self.captured.append((type(src), d.shape, d.dtype))
         self.ops = []
         self.faces = []
         for j, k in enumerate(kept):
@@ -154,11 +132,49 @@ cdef class _Plan:
                 self.nout += 1
             self.ret.append(("o", self.slot_out[s]))
         self._schedule(rec, kept)
-        if not self.scalar and not _pure and self.nout == 1 and len(self.ret) == 1:
+        if (not self.scalar and not _pure and self.nout == 1 and len(self.ret) == 1
+                and not rec.unfusable):
             try:
                 self._fuse(rec, kept)
             except _NotFusable:
                 self.fused = False
+        return 0
+
+    cdef int _bind_inputs(self, _Recorder rec) except -1:
+        """Where each input comes from: a leaf of the call, or a Variable
+        captured from the enclosing scope (kept by weak reference)."""
+        cdef Py_ssize_t j, s
+        self.nslots = len(rec.kinds)
+        self.nin = len(rec.inputs)
+        self.in_slot = <int*>malloc(max(1, self.nin) * sizeof(int))
+        self.in_target = <int*>malloc(max(1, self.nin) * sizeof(int))
+        self.slot_in = <int*>malloc(max(1, self.nslots) * sizeof(int))
+        if self.in_slot == NULL or self.in_target == NULL or self.slot_in == NULL:
+            raise MemoryError()
+        for s in range(self.nslots):
+            self.slot_in[s] = -1
+        self.sources = []
+        self.captured = []
+        self.leaves_only = True
+        nvars = 0
+        for j in range(self.nin):
+            self.in_slot[j] = rec.input_slots[j]
+            self.slot_in[rec.input_slots[j]] = j
+            if isinstance(rec.objs[rec.input_slots[j]], _Variable):
+                self.in_target[j] = nvars
+                nvars += 1
+            else:
+                self.in_target[j] = -1
+            src = rec.inputs[j]
+            if type(src) is int:
+                self.sources.append(src)
+                self.captured.append(None)
+            else:
+                self.leaves_only = False
+                self.sources.append(weakref.ref(src))
+                d = (<_Variable>src)._get_data()
+                self.captured.append((type(src), d.shape if d is not None else None,
+                                      d.dtype if d is not None else None))
         return 0
 
     cdef int _schedule(self, _Recorder rec, list kept) except -1:
@@ -228,12 +244,15 @@ cdef class _Plan:
         return tuple(items) if self.container == 1 else items
 
     cdef object replay(self, list leaves):
-        """This call's results, or None if the plan no longer applies."""
+        """This call's results, or _STALE if the plan no longer applies."""
         ins = self._inputs_now(leaves)
         if ins is None:
-            return None
+            return _STALE
+        if self.graph:
+            return _replay_graph(self, ins)
         if self.scalar:
-            return self._replay_scalar(ins)
+            out = self._replay_scalar(ins)
+            return _STALE if out is None else out
         if self.fused:
             out = self._replay_fused(ins)
             if out is not None:

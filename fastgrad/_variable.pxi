@@ -149,7 +149,7 @@ cdef class _Variable:
     def cleargrad(self):
         """Forget the gradient (``grad = None``), e.g. between iterations."""
         if _recording:
-            _hook_touch(self, "calls cleargrad() on")
+            _hook_step(self, _STEP_CLEARGRAD, False, False)
         self._grad = None
         self._glazy = False
 
@@ -240,11 +240,23 @@ cdef class _Variable:
             Keep the gradients of intermediate variables (function outputs).
             By default they are cleared as soon as they have been used.
         """
+        self._backward_from(bool(retain_grad), False)
+
+    cdef int _backward_from(self, bint retain_grad, bint create_graph) except -1:
         if _recording:
-            _hook_touch(self, "calls backward() on")
-        self._seed(False)
+            # A traced step notes the call; its own ops are not recorded.
+            _hook_step(self, _STEP_BACKWARD, retain_grad, create_graph)
+            try:
+                self._seed(create_graph)
+                if self._creator is not None:
+                    _backward(<Function>self._creator, retain_grad, create_graph)
+            finally:
+                _hook_step(self, _STEP_BACKWARD_DONE, retain_grad, create_graph)
+            return 0
+        self._seed(create_graph)
         if self._creator is not None:
-            _backward(<Function>self._creator, bool(retain_grad), False)
+            _backward(<Function>self._creator, retain_grad, create_graph)
+        return 0
 
     def __reduce__(self):
         # Pickling keeps data, grad and name and drops the graph: the copy is
@@ -351,11 +363,7 @@ cdef class _GraphVariable(_Variable):
         >>> x.grad                  # 6 x = 12
         variable(12.0)
         """
-        if _recording:
-            _hook_touch(self, "calls backward() on")
-        self._seed(bool(create_graph))
-        if self._creator is not None:
-            _backward(<Function>self._creator, bool(retain_grad), bool(create_graph))
+        self._backward_from(bool(retain_grad), bool(create_graph))
 
 
 # The full face's Variable class; fastgrad.dezero.core registers it.

@@ -25,7 +25,7 @@ from fastgrad.dezero.layers import Layer  # noqa: E402
 from fastgrad.dezero.models import Model  # noqa: E402
 from fastgrad.dezero.datasets import Dataset  # noqa: E402
 from fastgrad.dezero.dataloaders import DataLoader, SeqDataLoader  # noqa: E402
-from fastgrad._trace import TraceMismatchError, TraceWarning, trace  # noqa: E402,F401
+from fastgrad._trace import TraceMismatchError, TraceWarning, run_on_replay, trace  # noqa: E402,F401
 
 import fastgrad.dezero.cuda  # noqa: E402,F401
 import fastgrad.dezero.dataloaders  # noqa: E402,F401

@@ -9,12 +9,14 @@ A parameter is any object with ``data`` (an ndarray) and ``grad``: ``None``,
 a Variable (the full face; its ``.data`` is the array updated) or an ndarray
 (the stage-2 face's grads).
 """
+import functools
 import math
 import numbers
 
 import numpy as np
 
 from fastgrad._array_utils import array_of
+from fastgrad._trace import run_on_replay
 from fastgrad.dezero.core import Parameter
 
 __all__ = [
@@ -79,6 +81,11 @@ class Optimizer:
         self.target = None
         self.hooks = []
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "update" in cls.__dict__:
+            cls.update = _replayed(cls.__dict__["update"])
+
     def setup(self, target):
         """Attach ``target`` (an object with ``params()``); returns ``self``."""
         if not callable(getattr(target, "params", None)):
@@ -88,7 +95,11 @@ class Optimizer:
         return self
 
     def update(self):
-        """Run the hooks, then update every parameter of the target that has a grad."""
+        """Run the hooks, then update every parameter of the target that has a grad.
+
+        Inside a function being traced (:func:`fastgrad.trace`) the update
+        is a step of the recording: every replay updates the parameters.
+        """
         if self.target is None:
             raise RuntimeError(f"{type(self).__name__}.update() called before "
                                "setup(target): call optimizer.setup(model) first")
@@ -113,6 +124,18 @@ class Optimizer:
             raise TypeError(f"a hook must be callable, got {type(f).__name__}")
         self.hooks.append(f)
 
+
+
+def _replayed(update):
+    # The outermost update() call, with what a subclass does around the base
+    # update (Adam counts its steps), is one step of a traced function.
+    @functools.wraps(update)
+    def update_step(self, *args, **kwargs):
+        return run_on_replay(lambda: update(self, *args, **kwargs))
+    return update_step
+
+
+Optimizer.update = _replayed(Optimizer.update)
 
 # =============================================================================
 # Hook functions
