@@ -181,8 +181,9 @@ cdef enum:
 
 cdef unsigned int _NPY_DOMAIN = np.lib.tracemalloc_domain
 # Arrays smaller than this use NumPy's allocator (its small-block cache and
-# glibc's heap serve them well).
-cdef size_t _MIN_BYTES = 1 << 20
+# glibc's heap serve them well; above it glibc may trim its heap top on every
+# free and fault the pages back in on the next allocation).
+cdef size_t _MIN_BYTES = 1 << 18
 cdef size_t _HUGE_PAGE = 1 << 21
 cdef size_t _PAGE = <size_t>sysconf(_SC_PAGESIZE)
 

@@ -83,6 +83,14 @@ cdef int _run_backward(list roots, bint retain_grad, bint create_graph,
     return 0
 
 
+cdef bint _inputs_large(Function f) noexcept:
+    # An input gradient has its input's shape: as large as the input.
+    for v in f._inputs:
+        if _any_large(((<_Variable>v)._data,)):
+            return True
+    return False
+
+
 cdef void _clear_grad(_Variable v) noexcept:
     global _freed_large
     if type(v._grad) is _ndarray and cnp.PyArray_NBYTES(<cnp.ndarray>v._grad) >= _LARGE:
@@ -176,7 +184,7 @@ cdef int _step_table_array(_TableOp f, bint retain_grad) except -1:
     # The evaluator may write the first gradient into gy's buffer when we own it.
     cdef bint dz = _dezero_rules(f)
     previous = None
-    cdef bint large = type(gy) is _ndarray and cnp.PyArray_NBYTES(<cnp.ndarray>gy) >= _LARGE
+    cdef bint large = _any_large((gy,)) or _inputs_large(f)
     if large:
         previous = use_block_handler()
     try:
@@ -280,7 +288,8 @@ cdef int _step_user(Function f, bint retain_grad, bint graph) except -1:
         return 0        # no gradient reached this function: it contributes nothing
     if not retain_grad:
         _clear_output_grads(f)
-    cdef bint large = _any_large([(<_Variable>g)._data for g in gys] if graph else gys)
+    cdef bint large = (_any_large([(<_Variable>g)._data for g in gys] if graph else gys)
+                       or _inputs_large(f))
     previous = use_block_handler() if large else None
     try:
         if not graph:

@@ -99,7 +99,7 @@ cdef object _np_float64 = np.float64
 cdef object _float64 = np.dtype(np.float64)
 cdef tuple _empty_tuple = ()
 cdef object _dead_ref = None     # a weakref.ref whose referent is gone
-cdef Py_ssize_t _LARGE = 1 << 20  # bytes: an array whose freeing is worth a purge
+cdef Py_ssize_t _LARGE = 1 << 18  # bytes: an array whose freeing is worth a purge
 cdef bint _freed_large = False    # the running backward pass dropped a large grad
 cdef int _recording = 0           # traces being recorded, in any thread (fastgrad._trace)
 # The tracer's hooks (see _install_tracer), called only while _recording.
