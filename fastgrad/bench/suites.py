@@ -75,7 +75,7 @@ class Suite:
     per_op = False
     geomean = False
     exclude = ()          # peers that do not take part
-    traced = False        # fastgrad-trace takes part (scalar workloads of table ops)
+    traced = False        # fastgrad-trace takes part (fastgrad.trace of the workload)
     # Run at every thread setting of the run (arrays large enough for threads
     # to matter); the others run once, every peer on one thread.
     threaded = False
@@ -100,7 +100,7 @@ class Suite:
         if peer_name in self.exclude:
             return "not in this suite"
         if peer_name == "fastgrad-trace" and not self.traced:
-            return "not a workload for the tracer (scalar table ops)"
+            return "not a workload for the tracer"
         for name, what, limit, why in LIMITS:
             if name == peer_name and what == "ops" and case.ops > limit:
                 return f"{case.ops} ops > {limit}: {why}"
@@ -520,7 +520,7 @@ class Mlp(Suite):
     full, needs = True, ("linear", "sigmoid", "softmax_cross_entropy")
     rows = ("fwd", "bwd", "total")
     exclude = ("numpy",)
-    threaded = True
+    threaded = traced = True
     cases_ = [("spiral", {"hidden": 10}), ("mnist", {"hidden": 100})]
     tiers = {"quick": cases_[:1], "default": cases_, "full": cases_}
 
@@ -576,7 +576,7 @@ class Conv(Suite):
     full, needs = True, ("conv2d", "pooling", "vgg16")
     rows = ("fwd", "bwd", "total")
     exclude = ("numpy",)
-    threaded = True
+    threaded = traced = True
     cases_ = [("small", {"channels": 1, "filters": 4, "size": 16}),
               ("rgb", {"channels": 3, "filters": 8, "size": 32})]
     tiers = {"quick": cases_[:1],
