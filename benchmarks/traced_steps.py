@@ -1,7 +1,7 @@
 """A DeZero-style training step (model, loss, cleargrads, backward, update):
 DeZero 0.0.13, fastgrad.dezero eager, and the same step under fastgrad.trace.
 
-    python benchmarks/traced_steps.py [--rounds 7] [--threads 1]
+    python benchmarks/traced_steps.py [--rounds 7] [--threads 1] [--json FILE]
 
 Every measurement runs in a fresh subprocess (in one process, the model
 built second ran slower whatever its mode), the modes in a rotating order
@@ -102,6 +102,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=0.3, help="timed seconds per measurement")
     ap.add_argument("--threads", type=int, default=1,
                     help="BLAS threads in every mode (0: leave as is)")
+    ap.add_argument("--json", metavar="FILE", help="also write every round's figures to FILE")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -110,8 +111,10 @@ def main():
     nets = list(networks(package("eager")))
     print(f"{'network':58s} {'dezero µs':>9s} {'eager µs':>9s} {'traced µs':>9s} "
           f"{'dezero/eager':>12s} {'eager/traced':>12s}")
+    record = {"command": sys.argv, "rounds": args.rounds, "seconds": args.seconds,
+              "threads": args.threads, "unit": "µs per step", "networks": {}}
     for net in nets:
-        times = {m: [] for m in MODES}
+        times = record["networks"][net] = {m: [] for m in MODES}
         for r in range(args.rounds):
             print(f"{net}: round {r + 1}/{args.rounds}", file=sys.stderr)
             for m in MODES[r % 3:] + MODES[:r % 3]:
@@ -122,6 +125,9 @@ def main():
                 times[m].append(json.loads(out))
         d, e, t = (statistics.median(times[m]) for m in MODES)
         print(f"{net:58s} {d:9.1f} {e:9.1f} {t:9.1f} {d / e:11.2f}x {e / t:11.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1)
 
 
 if __name__ == "__main__":
